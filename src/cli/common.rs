@@ -1,0 +1,178 @@
+//! Flags every server or client shares, and their conversion into the net layer's validated types.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sockit::net::tls::{ClientTls, ServerTls};
+use sockit::net::{AccessList, ConnectOptions, Endpoint, ServerOptions};
+
+/// Parses `30s`, `5m`, `250ms`, `1h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration (try 30s, 500ms, 5m or a number of seconds)"))
+}
+
+/// Parses a count that must be at least 1.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+/// Parses an endpoint (`HOST:PORT`, `[IPv6]:PORT`, `unix:PATH`, or a bare port on 127.0.0.1).
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    Endpoint::parse_with_default_host(text, "127.0.0.1").map_err(|e| e.to_string())
+}
+
+/// Limits, access control and TLS of a server.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Most connections served at once; one more is refused cleanly
+    #[arg(short = 'm', long, value_name = "N", default_value = "10000", value_parser = parse_count)]
+    pub max_conns: usize,
+
+    /// Close a connection after this long without traffic (30s, 5m; 0 = never)
+    #[arg(short = 'i', long, value_name = "TIME", value_parser = parse_duration, default_value = "0")]
+    pub idle_timeout: Duration,
+
+    /// Admit only these clients (comma list of addresses and CIDRs, IPv4 and IPv6)
+    #[arg(long, value_name = "LIST")]
+    pub allow: Vec<String>,
+
+    /// Refuse these clients (comma list of addresses and CIDRs); deny wins over allow
+    #[arg(long, value_name = "LIST")]
+    pub deny: Vec<String>,
+
+    /// Admit only the clients listed in FILE (one or more entries per line, # comments)
+    #[arg(long, value_name = "FILE")]
+    pub allowfile: Option<PathBuf>,
+
+    /// Refuse the clients listed in FILE
+    #[arg(long, value_name = "FILE")]
+    pub denyfile: Option<PathBuf>,
+
+    /// Speak TLS; without --tls-cert/--tls-key a self-signed certificate is made and its
+    /// SHA-256 fingerprint printed
+    #[arg(long, visible_alias = "ssl")]
+    pub tls: bool,
+
+    /// PEM certificate chain for --tls
+    #[arg(long, visible_alias = "ssl-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls
+    #[arg(long, visible_alias = "ssl-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// On shutdown, wait this long for connections to finish before closing them
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "5s")]
+    pub drain: Duration,
+}
+
+impl ServerArgs {
+    /// Validates the flags and builds the server options (including the TLS identity, so a bad
+    /// certificate fails before any socket opens).
+    pub fn options(&self, tool: &str) -> Result<ServerOptions> {
+        let mut access = AccessList::default();
+        for list in &self.allow {
+            access.allow(list)?;
+        }
+        for list in &self.deny {
+            access.deny(list)?;
+        }
+        if let Some(f) = &self.allowfile {
+            access.allow_file(f)?;
+        }
+        if let Some(f) = &self.denyfile {
+            access.deny_file(f)?;
+        }
+        let tls = if self.tls || self.tls_cert.is_some() {
+            let tls = ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
+            if tls.is_self_signed() {
+                eprintln!(
+                    "sockit {tool}: TLS with a self-signed certificate, SHA-256 fingerprint {}",
+                    tls.fingerprint()
+                );
+            }
+            Some(tls)
+        } else {
+            None
+        };
+        Ok(ServerOptions {
+            max_conns: self.max_conns,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            access,
+            tls,
+            drain: self.drain,
+            ..ServerOptions::default()
+        })
+    }
+}
+
+/// How a client connects: timeout, source address, TLS checks.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Give up connecting after this long (10s, 500ms)
+    #[arg(short = 'w', long = "wait", value_name = "TIME", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Connect from this local address
+    #[arg(short = 's', long, value_name = "ADDR")]
+    pub source: Option<IpAddr>,
+
+    /// Speak TLS, verifying the server against the system roots (or --tls-ca / --tls-fingerprint)
+    #[arg(long, visible_alias = "ssl")]
+    pub tls: bool,
+
+    /// Trust the CA certificates in this PEM file instead of the system roots
+    #[arg(long, visible_alias = "ssl-trustfile", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Accept only the certificate with this SHA-256 fingerprint (hex, colons allowed)
+    #[arg(long, value_name = "HEX")]
+    pub tls_fingerprint: Option<String>,
+
+    /// The server name to ask for and check (defaults to the host connected to)
+    #[arg(long, visible_alias = "ssl-servername", value_name = "NAME")]
+    pub tls_servername: Option<String>,
+
+    /// Accept any certificate: encryption without authentication
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+// Used by the netcat and chat clients as they land.
+#[allow(dead_code)]
+impl ClientArgs {
+    /// Validates the flags into connect options.
+    pub fn options(&self) -> Result<ConnectOptions> {
+        let wants_tls = self.tls || self.tls_ca.is_some() || self.tls_fingerprint.is_some() || self.insecure;
+        let tls = if wants_tls {
+            let tls = ClientTls {
+                ca_file: self.tls_ca.clone(),
+                fingerprint: self.tls_fingerprint.clone(),
+                insecure: self.insecure,
+                server_name: self.tls_servername.clone(),
+            };
+            // Build once now so a bad CA file or fingerprint is reported before connecting.
+            tls.connector().context("invalid TLS options")?;
+            Some(tls)
+        } else {
+            None
+        };
+        Ok(ConnectOptions {
+            timeout: self.connect_timeout,
+            source: self.source,
+            tls,
+        })
+    }
+}

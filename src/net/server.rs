@@ -1,0 +1,164 @@
+//! The accept loop every TCP/Unix server shares: allow/deny, the connection limit, TLS handshakes off
+//! the accept path, accept errors survived, and a bounded drain on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::tls::ServerTls;
+use super::{AccessList, Listener, PeerAddr, Stream, DEFAULT_DRAIN};
+
+/// Limits and policies of a stream server. Every field has a default a public server can live with.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections served at once; one more is refused (told `busy_message`, then closed).
+    pub max_conns: usize,
+    /// Handlers close a connection after this long without traffic. `None` keeps it forever.
+    pub idle_timeout: Option<Duration>,
+    /// Which client addresses are admitted.
+    pub access: AccessList,
+    /// Speak TLS on every accepted connection.
+    pub tls: Option<ServerTls>,
+    /// How long connections may take to finish after shutdown before they are cut.
+    pub drain: Duration,
+    /// A TLS handshake that takes longer than this is abandoned (a slowloris on the handshake).
+    pub handshake_timeout: Duration,
+    /// Sent to a client refused because `max_conns` are in use, for protocols that can say so.
+    pub busy_message: Option<Bytes>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_conns: 10_000,
+            idle_timeout: None,
+            access: AccessList::default(),
+            tls: None,
+            drain: DEFAULT_DRAIN,
+            handshake_timeout: Duration::from_secs(10),
+            busy_message: None,
+        }
+    }
+}
+
+/// One accepted, admitted connection, handed to a tool's handler.
+#[derive(Debug)]
+pub struct Conn {
+    /// The stream, TLS already negotiated when the server speaks TLS.
+    pub stream: Stream,
+    /// Who connected.
+    pub peer: PeerAddr,
+    /// Cancelled when the server shuts down: finish the current unit of work, say goodbye, return.
+    pub shutdown: CancellationToken,
+    /// The server's idle timeout, for the handler's read loop (see [`super::IdleTimer`]).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Accepts connections on `listener` until `shutdown` is cancelled, running `handler` for each on its
+/// own task; then stops accepting, tells handlers to finish, and waits up to `opts.drain` for them
+/// before cutting the rest.
+pub async fn serve<H, F>(listener: Listener, opts: ServerOptions, shutdown: CancellationToken, handler: H)
+where
+    H: Fn(Conn) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(opts.max_conns));
+    let tracker = TaskTracker::new();
+    // Handlers see `finish` (say goodbye); `cut` drops whatever is left after the drain time.
+    let finish = CancellationToken::new();
+    let cut = CancellationToken::new();
+    let local = listener.local_addr();
+
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the process or system is out of something. Sleeping lets
+                // existing connections close and free it; spinning would burn the CPU they need.
+                tracing::warn!(listener = %local, error = %e, "accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let PeerAddr::Inet(addr) = &peer {
+            if !opts.access.permits(addr.ip()) {
+                tracing::info!(%peer, "refused by allow/deny rules");
+                continue;
+            }
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_conns = opts.max_conns, "refused: connection limit reached");
+            if let Some(msg) = &opts.busy_message {
+                // Best effort and never blocking: the accept loop must not wait on a refused client.
+                if let Stream::Tcp(tcp) = &stream {
+                    let _ = tcp.try_write(msg);
+                } else {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg)).await;
+                }
+            }
+            continue;
+        };
+        tracing::debug!(%peer, "accepted");
+        let handler = handler.clone();
+        let tls = opts.tls.clone();
+        let conn_shutdown = finish.child_token();
+        let cut = cut.clone();
+        let idle_timeout = opts.idle_timeout;
+        let handshake_timeout = opts.handshake_timeout;
+        tracker.spawn(async move {
+            let _permit = permit;
+            let work = async move {
+                let stream = match (tls, stream) {
+                    (Some(tls), Stream::Tcp(tcp)) => {
+                        let hs = tls.acceptor().accept(tcp);
+                        match tokio::time::timeout(handshake_timeout, hs).await {
+                            Ok(Ok(s)) => Stream::TlsServer(Box::new(s)),
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                    (_, stream) => stream,
+                };
+                handler(Conn {
+                    stream,
+                    peer,
+                    shutdown: conn_shutdown,
+                    idle_timeout,
+                })
+                .await;
+            };
+            tokio::select! {
+                _ = work => {}
+                _ = cut.cancelled() => {}
+            }
+        });
+    }
+
+    drop(listener);
+    finish.cancel();
+    tracker.close();
+    if tokio::time::timeout(opts.drain, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "drain time over; closing the rest");
+        cut.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!(listener = %local, "stopped");
+}
