@@ -16,8 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    humantime::parse_duration(text)
-        .map_err(|_| format!("{text:?} is not a duration (try 30s, 500ms, 5m or a number of seconds)"))
+    humantime::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not a duration (try 30s, 500ms, 5m or a number of seconds)")
+    })
 }
 
 /// Parses a count that must be at least 1.
@@ -41,8 +42,9 @@ pub struct ServerArgs {
     pub max_conns: usize,
 
     /// Close a connection after this long without traffic (30s, 5m; 0 = never)
-    #[arg(short = 'i', long, value_name = "TIME", value_parser = parse_duration, default_value = "0")]
-    pub idle_timeout: Duration,
+    /// [default: never, chat 1h]
+    #[arg(short = 'i', long, value_name = "TIME", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
 
     /// Admit only these clients (comma list of addresses and CIDRs, IPv4 and IPv6)
     #[arg(long, value_name = "LIST")]
@@ -66,11 +68,21 @@ pub struct ServerArgs {
     pub tls: bool,
 
     /// PEM certificate chain for --tls
-    #[arg(long, visible_alias = "ssl-cert", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        visible_alias = "ssl-cert",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls
-    #[arg(long, visible_alias = "ssl-key", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        visible_alias = "ssl-key",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// On shutdown, wait this long for connections to finish before closing them
@@ -96,7 +108,8 @@ impl ServerArgs {
             access.deny_file(f)?;
         }
         let tls = if self.tls || self.tls_cert.is_some() {
-            let tls = ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
+            let tls =
+                ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
             if tls.is_self_signed() {
                 eprintln!(
                     "sockit {tool}: TLS with a self-signed certificate, SHA-256 fingerprint {}",
@@ -109,7 +122,7 @@ impl ServerArgs {
         };
         Ok(ServerOptions {
             max_conns: self.max_conns,
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            idle_timeout: self.idle_timeout.filter(|d| !d.is_zero()),
             access,
             tls,
             drain: self.drain,
@@ -155,7 +168,8 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// Validates the flags into connect options.
     pub fn options(&self) -> Result<ConnectOptions> {
-        let wants_tls = self.tls || self.tls_ca.is_some() || self.tls_fingerprint.is_some() || self.insecure;
+        let wants_tls =
+            self.tls || self.tls_ca.is_some() || self.tls_fingerprint.is_some() || self.insecure;
         let tls = if wants_tls {
             let tls = ClientTls {
                 ca_file: self.tls_ca.clone(),

@@ -1,6 +1,7 @@
 //! The command line: one subcommand per tool, each a thin layer that validates flags into a tool's
 //! config, binds, announces the address and runs until a signal.
 
+mod chat;
 pub mod common;
 mod daytime;
 mod echo;
@@ -30,6 +31,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Tool {
+    /// Group chat server for nc/telnet and sockit's clients: nicks, rooms, history
+    #[command(after_help = chat::EXAMPLES)]
+    Chat(chat::ChatArgs),
     /// Echo server: sends every byte back (TCP, UDP, Unix, TLS)
     #[command(after_help = echo::EXAMPLES)]
     Echo(echo::EchoArgs),
@@ -42,6 +46,7 @@ impl Tool {
     /// Runs the chosen tool to completion.
     pub async fn run(self) -> Result<()> {
         match self {
+            Tool::Chat(args) => chat::run(args).await,
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
         }
@@ -49,7 +54,7 @@ impl Tool {
 
     /// Servers log their life cycle at info level by default; clients keep quiet unless asked.
     pub fn is_server(&self) -> bool {
-        matches!(self, Tool::Echo(_) | Tool::Daytime(_))
+        matches!(self, Tool::Chat(_) | Tool::Echo(_) | Tool::Daytime(_))
     }
 }
 

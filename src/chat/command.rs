@@ -1,0 +1,138 @@
+//! Parsing what a client typed: a message, or one of the slash commands.
+
+/// One line of client input, understood.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Text for the room. `//text` sends `/text`.
+    Say(&'a str),
+    Nick(&'a str),
+    Join(&'a str),
+    Rooms,
+    Who(Option<&'a str>),
+    Msg(&'a str, &'a str),
+    Me(&'a str),
+    History(Option<usize>),
+    Help,
+    Quit(&'a str),
+    /// A command that is missing an argument or is not known, with the message to show.
+    Bad(String),
+}
+
+/// The text `/help` shows.
+pub const HELP: &[&str] = &[
+    "Commands:",
+    "  /nick NAME        change your nick",
+    "  /join ROOM        go to another room (made if new)",
+    "  /rooms            list rooms and how many are in each",
+    "  /who [ROOM]       who is in this room (or ROOM)",
+    "  /msg NICK TEXT    private message",
+    "  /me ACTION        say what you are doing",
+    "  /history [N]      the room's last N messages",
+    "  /help             this list",
+    "  /quit [REASON]    leave",
+    "Anything else is said to the room; start with // to say something that begins with /.",
+];
+
+impl<'a> Command<'a> {
+    pub fn parse(line: &'a str) -> Command<'a> {
+        if line.starts_with("//") {
+            return Command::Say(&line[1..]);
+        }
+        let Some(rest) = line.strip_prefix('/') else {
+            return Command::Say(line);
+        };
+        let (name, args) = match rest.split_once(char::is_whitespace) {
+            Some((n, a)) => (n, a.trim()),
+            None => (rest, ""),
+        };
+        let need = |what: &str| Command::Bad(format!("usage: /{name} {what}"));
+        match name.to_ascii_lowercase().as_str() {
+            "nick" if args.is_empty() => need("NAME"),
+            "nick" => Command::Nick(args),
+            "join" if args.is_empty() => need("ROOM"),
+            "join" => Command::Join(args),
+            "rooms" | "list" => Command::Rooms,
+            "who" | "names" => Command::Who((!args.is_empty()).then_some(args)),
+            "msg" | "query" => match args.split_once(char::is_whitespace) {
+                Some((nick, text)) if !text.trim().is_empty() => Command::Msg(nick, text.trim()),
+                _ => need("NICK TEXT"),
+            },
+            "me" if args.is_empty() => need("ACTION"),
+            "me" => Command::Me(args),
+            "history" if args.is_empty() => Command::History(None),
+            "history" => match args.parse::<usize>() {
+                Ok(n) if n > 0 => Command::History(Some(n)),
+                _ => need("[N]   (N a number of messages)"),
+            },
+            "help" | "?" => Command::Help,
+            "quit" | "exit" | "part" => Command::Quit(args),
+            _ => Command::Bad(format!("unknown command /{name}; /help lists the commands")),
+        }
+    }
+}
+
+/// Checks a nick: 1 to `max` characters, letters (any script), digits, and `_ - . [ ] { } | ^`,
+/// not starting with a digit or `-`.
+pub fn check_nick(nick: &str, max: usize) -> Result<(), String> {
+    let len = nick.chars().count();
+    if len == 0 || len > max {
+        return Err(format!("a nick is 1 to {max} characters long"));
+    }
+    let allowed = |c: char| c.is_alphanumeric() || "_-.[]{}|^".contains(c);
+    if !nick.chars().all(allowed) {
+        return Err("a nick may contain letters, digits and _ - . [ ] { } | ^ only".into());
+    }
+    if nick.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return Err("a nick may not start with a digit or -".into());
+    }
+    Ok(())
+}
+
+/// Checks and normalises a room name: an optional leading `#`, 1 to 32 letters, digits, `_ - .`;
+/// case-insensitive (stored lower-case).
+pub fn room_name(text: &str) -> Result<String, String> {
+    let name = text.strip_prefix('#').unwrap_or(text);
+    let len = name.chars().count();
+    if len == 0 || len > 32 {
+        return Err("a room name is 1 to 32 characters long".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || "_-.".contains(c))
+    {
+        return Err("a room name may contain letters, digits and _ - . only".into());
+    }
+    Ok(name.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(Command::parse("hi"), Command::Say("hi"));
+        assert_eq!(Command::parse("//etc"), Command::Say("/etc"));
+        assert_eq!(Command::parse("/nick ann"), Command::Nick("ann"));
+        assert_eq!(
+            Command::parse("/msg bob hi there"),
+            Command::Msg("bob", "hi there")
+        );
+        assert_eq!(Command::parse("/HISTORY 5"), Command::History(Some(5)));
+        assert_eq!(Command::parse("/quit"), Command::Quit(""));
+        assert!(matches!(Command::parse("/msg bob"), Command::Bad(_)));
+        assert!(matches!(Command::parse("/frobnicate"), Command::Bad(_)));
+    }
+
+    #[test]
+    fn nick_and_room_rules() {
+        assert!(check_nick("ann", 16).is_ok());
+        assert!(check_nick("张伟", 16).is_ok());
+        assert!(check_nick("", 16).is_err());
+        assert!(check_nick("a b", 16).is_err());
+        assert!(check_nick("1ann", 16).is_err());
+        assert!(check_nick("abcdefghijklmnopq", 16).is_err());
+        assert_eq!(room_name("#Rust").unwrap(), "rust");
+        assert!(room_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! What the hub orders and delivers: chat events, and their rendering into each wire format.
+//!
+//! An event is rendered at most once per format however many members receive it; members share the
+//! resulting `Bytes` (the tokio chat example instead clones a `String` per peer).
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use chrono::{Local, TimeZone};
+use serde::Serialize;
+
+use super::wire::Format;
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A line said in a room.
+    Message,
+    /// `/me` in a room.
+    Action,
+    /// `/msg` to one member.
+    Private,
+    /// Someone entered a room.
+    Join,
+    /// Someone left a room (or disconnected).
+    Leave,
+    /// Someone changed nick; `target` is the new nick.
+    Nick,
+    /// A server notice to a room or a client.
+    Notice,
+}
+
+impl Kind {
+    /// Kinds kept in history and replayed to joiners.
+    pub fn is_stored(self) -> bool {
+        matches!(self, Kind::Message | Kind::Action)
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Action => "action",
+            Kind::Private => "private",
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+            Kind::Nick => "nick",
+            Kind::Notice => "notice",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "message" => Kind::Message,
+            "action" => Kind::Action,
+            "private" => Kind::Private,
+            "join" => Kind::Join,
+            "leave" => Kind::Leave,
+            "nick" => Kind::Nick,
+            "notice" => Kind::Notice,
+            _ => return None,
+        })
+    }
+}
+
+/// One ordered chat event. `seq` is assigned by the sequencer and is the message id in history.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, server clock.
+    pub ts: i64,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<Arc<str>>,
+    pub nick: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Arc<str>>,
+    pub text: Arc<str>,
+    #[serde(skip)]
+    rendered: [OnceLock<Bytes>; Format::COUNT],
+}
+
+impl Event {
+    /// A new event stamped now; the sequencer gives it its `seq`.
+    pub fn new(
+        kind: Kind,
+        room: Option<Arc<str>>,
+        nick: Arc<str>,
+        text: impl Into<Arc<str>>,
+    ) -> Self {
+        Event::at(0, now_ms(), kind, room, nick, None, text.into())
+    }
+
+    /// An event with every field given (history loading, tests).
+    pub fn at(
+        seq: u64,
+        ts: i64,
+        kind: Kind,
+        room: Option<Arc<str>>,
+        nick: Arc<str>,
+        target: Option<Arc<str>>,
+        text: Arc<str>,
+    ) -> Self {
+        Event {
+            seq,
+            ts,
+            kind,
+            room,
+            nick,
+            target,
+            text,
+            rendered: Default::default(),
+        }
+    }
+
+    /// Sets the recipient (private messages) or new nick (nick changes).
+    pub fn with_target(mut self, target: Arc<str>) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// The bytes to send to a client speaking `format`, rendered on first use.
+    pub fn render(&self, format: Format) -> &Bytes {
+        self.rendered[format.index()].get_or_init(|| match format {
+            Format::Json => {
+                let mut v = serde_json::to_vec(self).unwrap_or_default();
+                v.push(b'\n');
+                Bytes::from(v)
+            }
+            _ => format.encode_line(&self.plain_text()),
+        })
+    }
+
+    /// Rough size in bytes, for the per-client queue limit.
+    pub fn weight(&self) -> usize {
+        64 + self.text.len() + self.nick.len()
+    }
+
+    /// The line a plain-text client sees, without the line ending.
+    pub fn plain_text(&self) -> String {
+        let t = clock(self.ts);
+        let room = self.room.as_deref().unwrap_or("");
+        let target = self.target.as_deref().unwrap_or("");
+        match self.kind {
+            Kind::Message => format!("[{t}] <{}> {}", self.nick, self.text),
+            Kind::Action => format!("[{t}] * {} {}", self.nick, self.text),
+            Kind::Private => format!("[{t}] *{} -> {}* {}", self.nick, target, self.text),
+            Kind::Join => format!("[{t}] * {} joined #{room}", self.nick),
+            Kind::Leave if self.text.is_empty() => format!("[{t}] * {} left #{room}", self.nick),
+            Kind::Leave => format!("[{t}] * {} left #{room} ({})", self.nick, self.text),
+            Kind::Nick => format!("[{t}] * {} is now known as {target}", self.nick),
+            Kind::Notice => format!("[{t}] * {}", self.text),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `HH:MM:SS` in the server's local time.
+fn clock(ts: i64) -> String {
+    match Local.timestamp_millis_opt(ts).single() {
+        Some(t) => t.format("%H:%M:%S").to_string(),
+        None => "--:--:--".into(),
+    }
+}

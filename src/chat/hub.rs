@@ -1,0 +1,372 @@
+//! The chat hub: who is connected, under which nick, in which room — and delivery of ordered
+//! events to the members of a room (fan-out).
+//!
+//! Sessions change membership and nicks directly (under a short `std::sync::Mutex`: no `.await`
+//! is ever held inside it, as in mini-redis's `Db`). Events to deliver go through the sequencer
+//! ([`super::sequencer`]), which orders and stores them and then calls [`Shared::deliver`], so every
+//! member sees a room's events in one order, and nothing is shown before it is committed.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::event::Event;
+use super::outbox::{OutItem, Outbox};
+use super::store::{self, StoreError};
+
+/// A connected client's id (never reused during a run).
+pub type ClientId = u64;
+
+/// Where a sequenced event goes.
+#[derive(Debug)]
+pub enum Route {
+    /// To every member of the event's room.
+    Room,
+    /// A join: the client becomes a member of the event's room at this point in the order, gets the
+    /// room's recent history, then everyone (the joiner included) gets the join notice.
+    Join(ClientId, Arc<Outbox>),
+    /// To these clients only (private messages).
+    Direct(Vec<Arc<Outbox>>),
+}
+
+/// An event waiting for its place in the order.
+#[derive(Debug)]
+pub struct Pending {
+    pub event: Event,
+    pub route: Route,
+    /// Who sent it, to be told if it could not be stored.
+    pub origin: Option<Arc<Outbox>>,
+}
+
+/// The hub closed (the server is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("the chat hub has stopped")]
+pub struct HubClosed;
+
+/// A nick that cannot be had.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NickError {
+    #[error("nick {0:?} is taken; pick another")]
+    Taken(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug)]
+struct Member {
+    nick: Arc<str>,
+    room: Option<Arc<str>>,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: HashMap<ClientId, Arc<Outbox>>,
+    /// The last `replay` stored events, for joiners and short `/history` requests.
+    recent: VecDeque<Arc<Event>>,
+    /// Whether `recent` has been filled from the store.
+    loaded: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: ClientId,
+    clients: HashMap<ClientId, Member>,
+    /// Case-folded nick → client, so "Ann" and "ann" cannot both exist.
+    nicks: HashMap<String, ClientId>,
+    rooms: HashMap<Arc<str>, Room>,
+}
+
+/// State shared by the hub handle and the sequencer thread.
+#[derive(Debug)]
+pub struct Shared {
+    state: Mutex<State>,
+    /// Events kept in memory per room (`--replay`).
+    replay: usize,
+}
+
+/// A handle to the hub. Cloning is cheap; the sequencer stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct ChatHub {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Pending>,
+    history: Option<PathBuf>,
+}
+
+fn fold(nick: &str) -> String {
+    nick.to_lowercase()
+}
+
+impl Shared {
+    pub fn new(replay: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            replay,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock must not take the whole server down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `room`'s recent history is in memory.
+    pub fn room_loaded(&self, room: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|r| r.loaded)
+    }
+
+    /// Fills `room`'s recent history (from the store, at its first join since start).
+    pub fn preload(&self, room: &Arc<str>, events: Vec<Event>) {
+        let mut st = self.lock();
+        let r = st.rooms.entry(room.clone()).or_default();
+        if !r.loaded {
+            r.recent = events.into_iter().map(Arc::new).collect();
+            r.loaded = true;
+        }
+    }
+
+    /// Hands a sequenced batch to its recipients, in order. `stored` says whether the batch's
+    /// history entries were committed; if not, they are not shown and their senders are told.
+    pub fn deliver(&self, batch: impl Iterator<Item = Pending>, stored: bool) {
+        let mut st = self.lock();
+        let replay = self.replay;
+        for p in batch {
+            if p.event.kind.is_stored() && !stored {
+                if let Some(origin) = p.origin {
+                    let f = origin.format();
+                    origin.push(OutItem::Raw(f.reply(
+                        "error",
+                        "your message could not be saved to history, so it was not sent",
+                        None,
+                    )));
+                }
+                continue;
+            }
+            let event = Arc::new(p.event);
+            match p.route {
+                Route::Direct(outboxes) => {
+                    for o in outboxes {
+                        o.push(OutItem::Event(event.clone()));
+                    }
+                }
+                Route::Room => {
+                    let Some(name) = event.room.clone() else {
+                        continue;
+                    };
+                    let room = st.rooms.entry(name).or_default();
+                    if event.kind.is_stored() && replay > 0 {
+                        if room.recent.len() == replay {
+                            room.recent.pop_front();
+                        }
+                        room.recent.push_back(event.clone());
+                    }
+                    for o in room.members.values() {
+                        o.push(OutItem::Event(event.clone()));
+                    }
+                }
+                Route::Join(id, outbox) => {
+                    let Some(name) = event.room.clone() else {
+                        continue;
+                    };
+                    // The client may have left or moved on while the join waited for its turn.
+                    let still_there = st
+                        .clients
+                        .get(&id)
+                        .is_some_and(|m| m.room.as_deref() == Some(&*name));
+                    if !still_there {
+                        continue;
+                    }
+                    let room = st.rooms.entry(name).or_default();
+                    for past in &room.recent {
+                        outbox.push(OutItem::Event(past.clone()));
+                    }
+                    room.members.insert(id, outbox);
+                    for o in room.members.values() {
+                        o.push(OutItem::Event(event.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ChatHub {
+    /// A hub whose events go through `tx` to the sequencer. `history` is the SQLite file, for
+    /// `/history` requests beyond what is in memory.
+    pub fn new(shared: Arc<Shared>, tx: mpsc::Sender<Pending>, history: Option<PathBuf>) -> Self {
+        ChatHub {
+            shared,
+            tx,
+            history,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Queues an event for ordering, storage and delivery. Waits only if the sequencer is
+    /// thousands of events behind, which slows the sender, never the room.
+    pub async fn post(&self, pending: Pending) -> Result<(), HubClosed> {
+        self.tx.send(pending).await.map_err(|_| HubClosed)
+    }
+
+    /// Adds a client with a fresh guest nick. It joins a room later, through [`Route::Join`].
+    pub fn register(&self, outbox: Arc<Outbox>) -> (ClientId, Arc<str>) {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = st.next_id;
+        let mut n = id;
+        let nick: Arc<str> = loop {
+            let candidate = format!("guest{n}");
+            if !st.nicks.contains_key(&candidate) {
+                break Arc::from(candidate);
+            }
+            n += 1;
+        };
+        st.nicks.insert(fold(&nick), id);
+        st.clients.insert(
+            id,
+            Member {
+                nick: nick.clone(),
+                room: None,
+                outbox,
+            },
+        );
+        (id, nick)
+    }
+
+    /// Renames a client. Returns the old nick and the client's room.
+    pub fn rename(
+        &self,
+        id: ClientId,
+        new: &str,
+    ) -> Result<(Arc<str>, Option<Arc<str>>), NickError> {
+        let mut st = self.lock();
+        let key = fold(new);
+        if let Some(owner) = st.nicks.get(&key) {
+            if *owner != id {
+                return Err(NickError::Taken(new.to_string()));
+            }
+        }
+        let Some(member) = st.clients.get_mut(&id) else {
+            return Err(NickError::Invalid("not connected".into()));
+        };
+        let old = std::mem::replace(&mut member.nick, Arc::from(new));
+        let room = member.room.clone();
+        st.nicks.remove(&fold(&old));
+        st.nicks.insert(key, id);
+        Ok((old, room))
+    }
+
+    /// Moves a client out of its room and records `room` as where it is going; membership of the
+    /// new room starts when its join is delivered. Returns the room it left.
+    pub fn move_to(&self, id: ClientId, room: Arc<str>) -> Option<Arc<str>> {
+        let mut st = self.lock();
+        let old = st.clients.get_mut(&id)?.room.replace(room);
+        if let Some(old) = &old {
+            leave_room(&mut st, id, old);
+        }
+        old
+    }
+
+    /// Removes a client entirely. Returns its nick and room, for the leave notice.
+    pub fn remove(&self, id: ClientId) -> Option<(Arc<str>, Option<Arc<str>>)> {
+        let mut st = self.lock();
+        let member = st.clients.remove(&id)?;
+        st.nicks.remove(&fold(&member.nick));
+        if let Some(room) = &member.room {
+            leave_room(&mut st, id, room);
+        }
+        Some((member.nick, member.room))
+    }
+
+    /// Nicks of the members of `room`, sorted.
+    pub fn who(&self, room: &str) -> Vec<String> {
+        let st = self.lock();
+        let mut nicks: Vec<String> = st
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.members
+                    .keys()
+                    .filter_map(|id| st.clients.get(id).map(|m| m.nick.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        nicks.sort_by_key(|n| fold(n));
+        nicks
+    }
+
+    /// Rooms with members, and how many, sorted by name.
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        let st = self.lock();
+        let mut rooms: Vec<(String, usize)> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty())
+            .map(|(name, r)| (name.to_string(), r.members.len()))
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// Finds a client by nick (case-insensitive): its exact nick and outbox.
+    pub fn lookup(&self, nick: &str) -> Option<(Arc<str>, Arc<Outbox>)> {
+        let st = self.lock();
+        let id = st.nicks.get(&fold(nick))?;
+        st.clients
+            .get(id)
+            .map(|m| (m.nick.clone(), m.outbox.clone()))
+    }
+
+    /// How many clients are connected.
+    pub fn client_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// The last `n` stored events of `room`: from memory when it holds enough, else from the
+    /// history file (read on a blocking thread, beside the writer).
+    pub async fn history(&self, room: &str, n: usize) -> Result<Vec<Arc<Event>>, StoreError> {
+        let in_memory: Vec<Arc<Event>> = {
+            let st = self.lock();
+            st.rooms
+                .get(room)
+                .map(|r| r.recent.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let Some(path) = self.history.clone() else {
+            return Ok(tail(in_memory, n));
+        };
+        if in_memory.len() >= n || in_memory.len() < self.shared.replay {
+            // Memory has all that was asked, or all there is (it holds fewer than it could).
+            return Ok(tail(in_memory, n));
+        }
+        let room = room.to_string();
+        let events = tokio::task::spawn_blocking(move || store::read_history(&path, &room, n))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: "history reader".into(),
+                source: std::io::Error::other(e),
+            })??;
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+}
+
+fn tail(mut events: Vec<Arc<Event>>, n: usize) -> Vec<Arc<Event>> {
+    let skip = events.len().saturating_sub(n);
+    events.drain(..skip);
+    events
+}
+
+fn leave_room(st: &mut State, id: ClientId, room: &str) {
+    if let Some(r) = st.rooms.get_mut(room) {
+        r.members.remove(&id);
+        // An empty room that holds no history in memory costs nothing to forget.
+        if r.members.is_empty() && r.recent.is_empty() {
+            st.rooms.remove(room);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `sockit chat`: a group chat server that `nc` and `telnet` can use as they are, with nicks, rooms,
+//! private messages, history in SQLite, and limits that keep one client from hurting the others.
+//!
+//! The hub has three seams, so a shared store or another protocol slots in without touching the
+//! rest: where events are ordered and stored ([`sequencer`] + [`store::Store`]), how they reach
+//! local members ([`hub`]'s fan-out into each client's bounded [`outbox`]), and how clients speak
+//! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line).
+
+mod command;
+pub mod event;
+pub mod hub;
+mod line;
+pub mod outbox;
+mod rate;
+pub mod sequencer;
+mod session;
+pub mod store;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use command::{check_nick, room_name};
+pub use hub::ChatHub;
+use store::{NoStore, SqliteStore, Store, StoreError};
+pub use wire::Format;
+
+use crate::net::{self, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
+
+/// Default address: the tutorials' chat room.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9003";
+
+/// Events waiting for the sequencer before senders are made to wait.
+const SEQUENCER_QUEUE: usize = 16 * 1024;
+
+/// Per-client behaviour and limits, validated.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    /// Longest line accepted, in bytes.
+    pub max_line: usize,
+    /// Lines per second a client may send (0 = no limit), and the burst allowed.
+    pub rate: f64,
+    pub burst: u32,
+    /// Bytes queued for a client that is not reading before it is disconnected.
+    pub sendq: usize,
+    /// Longest nick, in characters.
+    pub max_nick: usize,
+    /// Input without a newline becomes a line after this pause.
+    pub line_pause: Duration,
+    /// Messages replayed to a joiner (and kept in memory per room).
+    pub replay: usize,
+    /// Most messages one `/history` returns.
+    pub max_history: usize,
+    /// Shown to every client after the welcome.
+    pub motd: Option<String>,
+    /// What plain clients speak.
+    pub format: Format,
+    /// Where clients start.
+    pub room: String,
+    /// How long a closing client's last output may take.
+    pub flush_timeout: Duration,
+}
+
+impl ChatSettings {
+    /// Bytes without a newline after which a client is cut off: a long line is refused, but
+    /// input that never ends is an attack.
+    pub fn flood_cutoff(&self) -> usize {
+        (self.max_line * 16).max(64 * 1024)
+    }
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            max_line: 4096,
+            rate: 5.0,
+            burst: 10,
+            sendq: 128 * 1024,
+            max_nick: 24,
+            line_pause: Duration::from_millis(250),
+            replay: 20,
+            max_history: 1000,
+            motd: None,
+            format: Format::Utf8,
+            room: "lobby".into(),
+            flush_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where history is kept.
+#[derive(Debug, Clone)]
+pub enum History {
+    /// Nothing survives the process.
+    None,
+    /// An SQLite file; `full_sync` fsyncs every group commit (power-loss safe).
+    Sqlite { path: PathBuf, full_sync: bool },
+}
+
+/// A validated chat server configuration.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub endpoint: Endpoint,
+    pub settings: ChatSettings,
+    pub history: History,
+    pub server: ServerOptions,
+}
+
+/// Why a chat server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A bound chat server.
+pub struct ChatServer {
+    listener: Listener,
+    hub: ChatHub,
+    settings: Arc<ChatSettings>,
+    server: ServerOptions,
+    sequencer: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ChatServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatServer")
+            .field("addr", &self.listener.local_addr())
+            .finish()
+    }
+}
+
+impl ChatServer {
+    /// Opens the history and the listening socket, and starts the sequencer.
+    pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
+        let (store, path): (Box<dyn Store>, _) = match &config.history {
+            History::None => (Box::new(NoStore), None),
+            History::Sqlite { path, full_sync } => (
+                Box::new(SqliteStore::open(path, *full_sync)?),
+                Some(path.clone()),
+            ),
+        };
+        let listener = Listener::bind(&config.endpoint).await?;
+        let settings = Arc::new(config.settings);
+        let shared = hub::Shared::new(settings.replay);
+        let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
+        let replay = settings.replay;
+        let seq_shared = shared.clone();
+        let sequencer = std::thread::Builder::new()
+            .name("chat-sequencer".into())
+            .spawn(move || sequencer::run(seq_shared, rx, store, replay))
+            .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
+        Ok(ChatServer {
+            listener,
+            hub: ChatHub::new(shared, tx, path),
+            settings,
+            server: config.server,
+            sequencer,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> LocalAddr {
+        self.listener.local_addr()
+    }
+
+    /// A handle to the hub, for other front doors (a WebSocket gateway) to join the same rooms.
+    pub fn hub(&self) -> ChatHub {
+        self.hub.clone()
+    }
+
+    /// Serves until `shutdown`; every client is told the server is stopping, and history is
+    /// flushed before this returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let hub = self.hub;
+        let settings = self.settings;
+        let session_hub = hub.clone();
+        net::serve(self.listener, self.server, shutdown, move |conn| {
+            session::run(conn, session_hub.clone(), settings.clone())
+        })
+        .await;
+        // The sequencer ends when the last hub handle is gone; wait so history is complete.
+        drop(hub);
+        let sequencer = self.sequencer;
+        let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
+    }
+}

@@ -1,0 +1,168 @@
+//! A client's outbound queue: bounded in bytes, never blocking the hub.
+//!
+//! The hub pushes and moves on. The client's writer task takes everything queued and sends it in
+//! one write. A client that stops reading fills its queue; the push that would pass the limit
+//! marks the queue overflowed, and the writer tells the client why and disconnects it (Ergo's
+//! "SendQ exceeded", ngIRCd's "write buffer space exhausted").
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::event::Event;
+use super::wire::Format;
+
+/// One queued item.
+#[derive(Debug, Clone)]
+pub enum OutItem {
+    /// A shared event, rendered in the client's format by the writer.
+    Event(Arc<Event>),
+    /// Bytes already rendered for this client (replies to its commands).
+    Raw(Bytes),
+}
+
+impl OutItem {
+    fn weight(&self) -> usize {
+        match self {
+            OutItem::Event(e) => e.weight(),
+            OutItem::Raw(b) => b.len(),
+        }
+    }
+}
+
+/// Where the queue stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Open,
+    /// The session ended; the writer sends what is queued and closes.
+    Closing,
+    /// The client fell too far behind; the writer says so and closes.
+    Overflowed,
+}
+
+#[derive(Debug)]
+struct Queue {
+    items: VecDeque<OutItem>,
+    bytes: usize,
+    state: State,
+}
+
+/// A client's bounded outbound queue.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    limit: usize,
+    format: AtomicU8,
+    ended: CancellationToken,
+}
+
+impl Outbox {
+    pub fn new(limit: usize, format: Format) -> Self {
+        Outbox {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                state: State::Open,
+            }),
+            notify: Notify::new(),
+            limit,
+            format: AtomicU8::new(format.index() as u8),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    /// The format this client speaks.
+    pub fn format(&self) -> Format {
+        Format::from_index(self.format.load(Ordering::Relaxed))
+    }
+
+    pub fn set_format(&self, format: Format) {
+        self.format.store(format.index() as u8, Ordering::Relaxed);
+    }
+
+    /// Queues `item` without waiting. Returns false when the queue is closed or this push overflowed
+    /// it (the client is then disconnected by its writer).
+    pub fn push(&self, item: OutItem) -> bool {
+        let weight = item.weight();
+        let mut q = match self.queue.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if q.state != State::Open {
+            return false;
+        }
+        if q.bytes + weight > self.limit {
+            q.state = State::Overflowed;
+            q.items.clear();
+            q.bytes = 0;
+            drop(q);
+            self.notify.notify_one();
+            self.ended.cancel();
+            return false;
+        }
+        let was_empty = q.items.is_empty();
+        q.bytes += weight;
+        q.items.push_back(item);
+        drop(q);
+        // The writer drains everything on each wake-up, so one notification per batch is enough.
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Asks the writer to send what is queued and close.
+    pub fn close(&self) {
+        let mut q = match self.queue.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if q.state == State::Open {
+            q.state = State::Closing;
+        }
+        drop(q);
+        self.notify.notify_one();
+        self.ended.cancel();
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.queue.lock() {
+            Ok(q) => q.state,
+            Err(poisoned) => poisoned.into_inner().state,
+        }
+    }
+
+    /// Waits until something is queued or the state changes, then moves everything queued into
+    /// `out` and returns the state.
+    pub async fn take(&self, out: &mut Vec<OutItem>) -> State {
+        loop {
+            {
+                let mut q = match self.queue.lock() {
+                    Ok(q) => q,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if !q.items.is_empty() || q.state != State::Open {
+                    out.extend(q.items.drain(..));
+                    q.bytes = 0;
+                    // Give back the memory of a burst once it is sent, so idle clients stay small.
+                    if q.items.capacity() > 64 {
+                        q.items.shrink_to(8);
+                    }
+                    return q.state;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Cancelled once the queue has overflowed or closed, for the reader to stop reading.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+}

@@ -1,0 +1,169 @@
+//! `sockit chat` flags: the server's limits and storage.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
+use sockit::net::{self, Endpoint};
+
+use super::common::{parse_count, parse_duration, parse_endpoint, ServerArgs};
+
+pub const EXAMPLES: &str = "Examples:
+  sockit chat                          127.0.0.1:9003, history in ~/.local/share/sockit/chat.sqlite3
+  sockit chat 0.0.0.0:9003 --motd 'be nice'
+  sockit chat --no-history --rate 2 --max-line 512
+  sockit chat --encoding gbk           for terminals that speak GBK
+  sockit chat --tls                    TLS (self-signed; fingerprint printed)
+Join with: nc 127.0.0.1 9003   (or telnet 127.0.0.1 9003)";
+
+/// The character set plain clients use.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Encoding {
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    #[value(alias = "gb18030")]
+    Gbk,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or a port [default: 127.0.0.1:9003]
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint)]
+    pub addr: Option<Endpoint>,
+
+    /// History database (SQLite) [default: $XDG_DATA_HOME/sockit/chat.sqlite3]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_history")]
+    pub history: Option<PathBuf>,
+
+    /// Keep no history on disk (replay from memory only)
+    #[arg(long)]
+    pub no_history: bool,
+
+    /// fsync every history commit (survives power loss, not only crashes; slower)
+    #[arg(long)]
+    pub fsync: bool,
+
+    /// Messages replayed to whoever joins a room
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub replay: usize,
+
+    /// Most messages one /history returns
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_history: usize,
+
+    /// Message of the day, shown after the welcome
+    #[arg(long, value_name = "TEXT")]
+    pub motd: Option<String>,
+
+    /// Character set of plain clients
+    #[arg(long, value_enum, default_value = "utf-8")]
+    pub encoding: Encoding,
+
+    /// The room clients start in
+    #[arg(long, value_name = "NAME", default_value = "lobby")]
+    pub room: String,
+
+    /// Longest line accepted, in bytes; longer lines are refused, and 16x this (at least 64 KiB)
+    /// without a newline disconnects the client
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_count)]
+    pub max_line: usize,
+
+    /// Lines per second each client may send (0 = unlimited)
+    #[arg(long, value_name = "N", default_value_t = 5.0)]
+    pub rate: f64,
+
+    /// Lines a client may send in a burst before --rate applies
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub burst: u32,
+
+    /// Bytes waiting for a client that is not reading before it is disconnected
+    #[arg(long, value_name = "BYTES", default_value = "131072", value_parser = parse_count)]
+    pub sendq: usize,
+
+    /// Longest nick, in characters
+    #[arg(long, value_name = "N", default_value = "24", value_parser = parse_count)]
+    pub max_nick: usize,
+
+    /// Input without a newline becomes a message after this pause (for clients that send() a
+    /// message with no newline and wait)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
+    pub line_pause: Duration,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl ChatArgs {
+    /// Validates everything into a server configuration.
+    pub fn config(&self) -> Result<ChatConfig> {
+        let endpoint = match &self.addr {
+            Some(ep) => ep.clone(),
+            None => DEFAULT_ADDR.parse()?,
+        };
+        let room = sockit::chat::room_name(&self.room).map_err(anyhow::Error::msg)?;
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            anyhow::bail!("--rate must be a number of lines per second, 0 or more");
+        }
+        let mut server = self.server.options("chat")?;
+        if self.server.idle_timeout.is_none() {
+            server.idle_timeout = Some(Duration::from_secs(3600));
+        }
+        server.busy_message = Some("! the server is full; try again later\r\n".into());
+        let settings = ChatSettings {
+            max_line: self.max_line,
+            rate: self.rate,
+            burst: self.burst,
+            sendq: self.sendq,
+            max_nick: self.max_nick,
+            line_pause: self.line_pause,
+            replay: self.replay,
+            max_history: self.max_history,
+            motd: self.motd.clone(),
+            format: match self.encoding {
+                Encoding::Utf8 => Format::Utf8,
+                Encoding::Gbk => Format::Gbk,
+            },
+            room,
+            ..ChatSettings::default()
+        };
+        let history = if self.no_history {
+            History::None
+        } else {
+            History::Sqlite {
+                path: self.history.clone().unwrap_or_else(store::default_path),
+                full_sync: self.fsync,
+            }
+        };
+        Ok(ChatConfig {
+            endpoint,
+            settings,
+            history,
+            server,
+        })
+    }
+}
+
+pub async fn run(args: ChatArgs) -> Result<()> {
+    let config = args.config()?;
+    let what = match (&config.endpoint, config.server.tls.is_some()) {
+        (Endpoint::Unix(_), _) => "unix",
+        (_, true) => "tls",
+        _ => "tcp",
+    };
+    let history = match &config.history {
+        History::None => "no history".to_string(),
+        History::Sqlite { path, .. } => format!("history in {}", path.display()),
+    };
+    let shutdown = net::on_signals()?;
+    let server = ChatServer::bind(config).await?;
+    let addr = server.local_addr();
+    super::announce("chat", &addr, what);
+    eprintln!("sockit chat: {history}");
+    if let Some(inet) = addr.inet() {
+        eprintln!("sockit chat: join with: nc {} {}", inet.ip(), inet.port());
+    }
+    server.run(shutdown).await;
+    Ok(())
+}
