@@ -110,8 +110,15 @@ impl Decoder for LineDecoder {
             None if buf.len() > self.max + 1 => {
                 self.scanned = 0;
                 self.reported = 0;
-                self.discarded = Some(buf.len());
-                buf.clear();
+                // The line is too long: drop it through its newline if that has arrived, else
+                // drop everything and keep dropping until one does.
+                match buf[limit..].iter().position(|b| *b == b'\n') {
+                    Some(rel) => buf.advance(limit + rel + 1),
+                    None => {
+                        self.discarded = Some(buf.len());
+                        buf.clear();
+                    }
+                }
                 Ok(Some(Input::TooLong))
             }
             None => {

@@ -14,7 +14,7 @@ use tokio_util::codec::FramedRead;
 
 use super::command::{check_nick, room_name, Command, HELP};
 use super::event::{Event, Kind};
-use super::hub::{ChatHub, ClientId, NickError, Pending, Route};
+use super::hub::{ChatHub, ClientId, HubClosed, NickError, Pending, Route};
 use super::line::{Input, LineDecoder, LineError};
 use super::outbox::{OutItem, Outbox, State};
 use super::rate::TokenBucket;
@@ -43,6 +43,8 @@ struct Session {
     id: ClientId,
     nick: Arc<str>,
     room: Option<Arc<str>>,
+    /// Whether the first line (which may be a JSON hello) has been seen.
+    negotiated: bool,
     hub: ChatHub,
     cfg: Arc<ChatSettings>,
     outbox: Arc<Outbox>,
@@ -66,6 +68,7 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
         id,
         nick: nick.clone(),
         room: None,
+        negotiated: false,
         hub,
         bucket: TokenBucket::new(cfg.rate, cfg.burst),
         cfg: cfg.clone(),
@@ -201,12 +204,12 @@ impl Session {
     }
 
     /// Enters the first room: the one a JSON hello asked for, else the default.
-    async fn enter(&mut self, room: Option<String>) -> Result<(), super::hub::HubClosed> {
+    async fn enter(&mut self, room: Option<String>) -> Result<(), HubClosed> {
         let room = room.unwrap_or_else(|| self.cfg.room.clone());
         self.join(&room).await
     }
 
-    async fn post(&self, event: Event, route: Route) -> Result<(), super::hub::HubClosed> {
+    async fn post(&self, event: Event, route: Route) -> Result<(), HubClosed> {
         self.hub
             .post(Pending {
                 event,
@@ -216,7 +219,7 @@ impl Session {
             .await
     }
 
-    async fn join(&mut self, room: &str) -> Result<(), super::hub::HubClosed> {
+    async fn join(&mut self, room: &str) -> Result<(), HubClosed> {
         let room: Arc<str> = Arc::from(room);
         if self.room.as_deref() == Some(&*room) {
             self.reply("info", &format!("you are already in #{room}"), None);
@@ -239,9 +242,11 @@ impl Session {
     }
 
     /// Handles one line. `Ok(Some(end))` ends the session.
-    async fn handle(&mut self, line: BytesMut) -> Result<Option<End>, super::hub::HubClosed> {
-        if self.room.is_none() {
-            // The first line decides the protocol: a JSON hello, or plain text from the start.
+    async fn handle(&mut self, line: BytesMut) -> Result<Option<End>, HubClosed> {
+        if !self.negotiated {
+            // The first line decides the protocol: a JSON hello, or plain text from the start. A
+            // hello that comes after the client was already put in the default room still counts.
+            self.negotiated = true;
             if let Some(hello) = Hello::parse(&line) {
                 self.outbox.set_format(Format::Json);
                 if let Some(nick) = hello.nick.as_deref() {
@@ -260,9 +265,15 @@ impl Session {
                     }
                     None => None,
                 };
-                self.enter(room).await?;
+                match (room, self.room.is_some()) {
+                    (Some(r), _) => self.join(&r).await?,
+                    (None, false) => self.enter(None).await?,
+                    (None, true) => {}
+                }
                 return Ok(None);
             }
+        }
+        if self.room.is_none() {
             self.enter(None).await?;
         }
         let text = match self.format().decode(&line) {
@@ -328,7 +339,7 @@ impl Session {
         Ok(None)
     }
 
-    async fn say(&self, kind: Kind, text: &str) -> Result<(), super::hub::HubClosed> {
+    async fn say(&self, kind: Kind, text: &str) -> Result<(), HubClosed> {
         let Some(room) = self.room.clone() else {
             self.error("you are not in a room; /join one");
             return Ok(());
@@ -340,7 +351,7 @@ impl Session {
         .await
     }
 
-    async fn set_nick(&mut self, nick: &str) -> Result<(), super::hub::HubClosed> {
+    async fn set_nick(&mut self, nick: &str) -> Result<(), HubClosed> {
         if let Err(e) = check_nick(nick, self.cfg.max_nick) {
             self.error(&e);
             return Ok(());
@@ -367,7 +378,7 @@ impl Session {
         Ok(())
     }
 
-    async fn private(&self, to: &str, text: &str) -> Result<(), super::hub::HubClosed> {
+    async fn private(&self, to: &str, text: &str) -> Result<(), HubClosed> {
         let Some((target, their_outbox)) = self.hub.lookup(to) else {
             self.error(&format!("no one called {to:?} is here"));
             return Ok(());
