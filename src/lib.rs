@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`net`]: what every tool shares — endpoints, listeners with limits, streams, TLS, allow/deny
 //!   lists, idle timers, the shutdown signal.
+//! - [`chat`]: the group chat server (line protocol for nc/telnet, JSON lines for sockit's
+//!   clients, history in SQLite).
 //! - [`echo`]: the echo server (TCP, UDP, Unix; optionally upper-casing).
 //! - [`daytime`]: the RFC 867 time service.
 //! - [`relay`]: the netcat (`connect` / `listen`): stdin/stdout bridged to a socket, or a command per

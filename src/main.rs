@@ -6,11 +6,25 @@ mod cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        // Usage errors are one line, like every other error (clap's own rendering adds a blank line
+        // and a help pointer); --help, --version and the help shown for a bare `sockit` still print
+        // as clap renders them.
+        Err(err)
+            if err.use_stderr()
+                && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            eprintln!("sockit: {} (try --help)", usage_line(&err));
+            return ExitCode::from(2);
+        }
+        Err(err) => err.exit(),
+    };
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,6 +56,20 @@ fn one_line(err: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// clap's message as one line: its first paragraph (what is wrong, and on which argument), with
+/// the `error: ` prefix and the usage/tip paragraphs dropped.
+fn usage_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or("");
+    let line = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 /// 2 for usage errors the library recognises (bad address, bad allow/deny entry), else 1.
