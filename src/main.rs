@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         Err(err) => err.exit(),
     };
     init_logging(&args);
+    if let Err(e) = sockit::net::raise_fd_limit() {
+        tracing::debug!(error = %e, "cannot raise the open-file limit");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,6 +37,11 @@ impl Kind {
         matches!(self, Kind::Message | Kind::Action)
     }
 
+    /// Kinds that only announce who is where (not announced in very large rooms).
+    pub fn is_presence(self) -> bool {
+        matches!(self, Kind::Join | Kind::Leave | Kind::Nick)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Message => "message",

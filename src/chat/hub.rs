@@ -85,6 +85,9 @@ pub struct Shared {
     state: Mutex<State>,
     /// Events kept in memory per room (`--replay`).
     replay: usize,
+    /// Rooms with more members than this get no join/leave/nick notices: announcing every arrival
+    /// to everyone costs O(members²) when a crowd connects at once (IRC's "auditorium" problem).
+    announce_max: usize,
 }
 
 /// A handle to the hub. Cloning is cheap; the sequencer stops when the last handle is dropped.
@@ -100,10 +103,11 @@ fn fold(nick: &str) -> String {
 }
 
 impl Shared {
-    pub fn new(replay: usize) -> Arc<Self> {
+    pub fn new(replay: usize, announce_max: usize) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
             replay,
+            announce_max,
         })
     }
 
@@ -132,6 +136,7 @@ impl Shared {
     pub fn deliver(&self, batch: impl Iterator<Item = Pending>, stored: bool) {
         let mut st = self.lock();
         let replay = self.replay;
+        let announce_max = self.announce_max;
         for p in batch {
             if p.event.kind.is_stored() && !stored {
                 if let Some(origin) = p.origin {
@@ -162,6 +167,13 @@ impl Shared {
                         }
                         room.recent.push_back(event.clone());
                     }
+                    if event.kind.is_presence() && room.members.len() > announce_max {
+                        // Only whoever caused it hears of it (a nick change needs confirming).
+                        if let Some(origin) = &p.origin {
+                            origin.push(OutItem::Event(event.clone()));
+                        }
+                        continue;
+                    }
                     for o in room.members.values() {
                         o.push(OutItem::Event(event.clone()));
                     }
@@ -182,7 +194,11 @@ impl Shared {
                     for past in &room.recent {
                         outbox.push(OutItem::Event(past.clone()));
                     }
-                    room.members.insert(id, outbox);
+                    room.members.insert(id, outbox.clone());
+                    if room.members.len() > announce_max {
+                        outbox.push(OutItem::Event(event.clone()));
+                        continue;
+                    }
                     for o in room.members.values() {
                         o.push(OutItem::Event(event.clone()));
                     }

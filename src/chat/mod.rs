@@ -61,6 +61,8 @@ pub struct ChatSettings {
     pub format: Format,
     /// Where clients start.
     pub room: String,
+    /// Rooms larger than this get no join/leave/nick notices.
+    pub announce_max: usize,
     /// How long a closing client's last output may take.
     pub flush_timeout: Duration,
 }
@@ -87,6 +89,7 @@ impl Default for ChatSettings {
             motd: None,
             format: Format::Utf8,
             room: "lobby".into(),
+            announce_max: 500,
             flush_timeout: Duration::from_secs(2),
         }
     }
@@ -148,7 +151,7 @@ impl ChatServer {
         };
         let listener = Listener::bind(&config.endpoint).await?;
         let settings = Arc::new(config.settings);
-        let shared = hub::Shared::new(settings.replay);
+        let shared = hub::Shared::new(settings.replay, settings.announce_max);
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let replay = settings.replay;
         let seq_shared = shared.clone();

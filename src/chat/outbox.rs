@@ -150,9 +150,9 @@ impl Outbox {
                 if !q.items.is_empty() || q.state != State::Open {
                     out.extend(q.items.drain(..));
                     q.bytes = 0;
-                    // Give back the memory of a burst once it is sent, so idle clients stay small.
-                    if q.items.capacity() > 64 {
-                        q.items.shrink_to(8);
+                    // Give back the memory of a burst once it is taken, so idle clients stay small.
+                    if q.items.capacity() > 8 {
+                        q.items = VecDeque::new();
                     }
                     return q.state;
                 }

@@ -448,6 +448,9 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
                 OutItem::Raw(b) => buf.extend_from_slice(&b),
             }
         }
+        if items.capacity() > 16 {
+            items = Vec::new();
+        }
         if !buf.is_empty() {
             let write = writer.write_all(&buf);
             tokio::pin!(write);
@@ -466,10 +469,9 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
                 outbox.close();
                 break;
             }
-            buf.clear();
-            if buf.capacity() > 64 * 1024 {
-                buf = BytesMut::new();
-            }
+            // Keep no buffer between bursts: thousands of idle clients would each hold the
+            // largest burst they ever received.
+            buf = BytesMut::new();
         }
         if state == State::Closing {
             break;

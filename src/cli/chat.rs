@@ -86,6 +86,11 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value = "24", value_parser = parse_count)]
     pub max_nick: usize,
 
+    /// Rooms with more members than this get no join/leave/nick notices (a crowd arriving at once
+    /// would otherwise cost every member a notice per arrival)
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub announce_max: usize,
+
     /// Input without a newline becomes a message after this pause (for clients that send() a
     /// message with no newline and wait)
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
@@ -126,6 +131,7 @@ impl ChatArgs {
                 Encoding::Gbk => Format::Gbk,
             },
             room,
+            announce_max: self.announce_max,
             ..ChatSettings::default()
         };
         let history = if self.no_history {
