@@ -13,8 +13,9 @@ mod line;
 pub mod outbox;
 mod rate;
 pub mod sequencer;
-mod session;
+pub mod session;
 pub mod store;
+mod stream;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -185,7 +186,7 @@ impl ChatServer {
         let settings = self.settings;
         let session_hub = hub.clone();
         net::serve(self.listener, self.server, shutdown, move |conn| {
-            session::run(conn, session_hub.clone(), settings.clone())
+            stream::run(conn, session_hub.clone(), settings.clone())
         })
         .await;
         // The sequencer ends when the last hub handle is gone; wait so history is complete.

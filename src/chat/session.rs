@@ -1,45 +1,29 @@
-//! One client's session: reading its lines, running its commands, and its writer task.
-//!
-//! Data path: socket → [`LineDecoder`] (bounded) → rate limit → command or message → hub/sequencer;
-//! and hub → [`Outbox`] (bounded) → writer task → socket, everything queued sent in one write.
+//! One client's session, whatever carries it: greeting, protocol negotiation, the rate limit, and
+//! running its messages and commands against the hub. Transports (the line protocol over streams
+//! in [`super::stream`]) feed it lines and drain its outbox.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::StreamExt;
 use serde_json::json;
-use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio_util::codec::FramedRead;
 
 use super::command::{check_nick, room_name, Command, HELP};
 use super::event::{Event, Kind};
 use super::hub::{ChatHub, ClientId, HubClosed, NickError, Pending, Route};
-use super::line::{Input, LineDecoder, LineError};
-use super::outbox::{OutItem, Outbox, State};
+use super::outbox::{OutItem, Outbox};
 use super::rate::TokenBucket;
 use super::wire::{Format, Hello};
 use super::ChatSettings;
-use crate::net::{Conn, IdleTimer, Stream};
-
-/// How long a new client has to send a JSON hello before it is treated as a plain client and put
-/// in the default room.
-const NEGOTIATE: Duration = Duration::from_millis(150);
-
-/// Read buffer of a new connection. It grows up to the line limit for long lines; idle clients
-/// keep only this much.
-const READ_BUF: usize = 256;
-
 /// Why a session ended, as told to the room.
 #[derive(Debug)]
-enum End {
+pub enum End {
     Quit(String),
     Closed,
     Error(&'static str),
     Shutdown,
 }
 
-struct Session {
+/// One client of the hub, whatever its transport: its nick, room, rate limit, and commands.
+pub struct Session {
     id: ClientId,
     nick: Arc<str>,
     room: Option<Arc<str>>,
@@ -51,155 +35,90 @@ struct Session {
     bucket: TokenBucket,
 }
 
-/// Serves one connection until it quits, drops, idles out, falls behind, or the server stops.
-pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
-    let Conn {
-        stream,
-        peer,
-        shutdown,
-        idle_timeout,
-    } = conn;
-    let (reader, writer) = tokio::io::split(stream);
-    let outbox = Arc::new(Outbox::new(cfg.sendq, cfg.format));
-    let (id, nick) = hub.register(outbox.clone());
-    tracing::debug!(%peer, %nick, "chat client connected");
-    let writer = tokio::spawn(write_loop(writer, outbox.clone(), cfg.clone()));
-    let mut s = Session {
-        id,
-        nick: nick.clone(),
-        room: None,
-        negotiated: false,
-        hub,
-        bucket: TokenBucket::new(cfg.rate, cfg.burst),
-        cfg: cfg.clone(),
-        outbox: outbox.clone(),
-    };
-    s.reply(
-        "welcome",
-        &format!(
-            "Welcome to sockit chat, {nick}! You will be in #{}; type /help for commands.",
-            cfg.room
-        ),
-        Some(json!({ "nick": &*nick, "room": &cfg.room })),
-    );
-    if let Some(motd) = &cfg.motd {
-        s.reply("motd", motd, None);
-    }
-
-    let mut lines = FramedRead::with_capacity(
-        reader,
-        LineDecoder::new(cfg.max_line, cfg.flood_cutoff()),
-        READ_BUF,
-    );
-    let mut idle = IdleTimer::new(idle_timeout);
-    let stopped = shutdown.cancelled();
-    let ended = outbox.ended().clone();
-    let kicked = ended.cancelled();
-    let negotiate = tokio::time::sleep(NEGOTIATE);
-    let pause = tokio::time::sleep(Duration::from_secs(86_400));
-    tokio::pin!(stopped, kicked, negotiate, pause);
-    let mut pause_armed = false;
-
-    let end = loop {
-        let line = tokio::select! {
-            biased;
-            _ = &mut stopped => break End::Shutdown,
-            _ = &mut kicked => break End::Error("could not keep up (send queue full)"),
-            _ = &mut negotiate, if s.room.is_none() => {
-                if s.enter(None).await.is_err() {
-                    break End::Shutdown;
-                }
-                continue;
-            }
-            _ = &mut pause, if pause_armed => {
-                pause_armed = false;
-                let mut buf = std::mem::take(lines.read_buffer_mut());
-                let partial = lines.decoder_mut().take_partial(&mut buf);
-                *lines.read_buffer_mut() = buf;
-                match partial {
-                    Some(line) => line,
-                    None => continue,
-                }
-            }
-            _ = &mut idle => {
-                s.error("disconnected: idle for too long");
-                break End::Error("idle timeout");
-            }
-            input = lines.next() => match input {
-                None => break End::Closed,
-                Some(Err(LineError::Flood)) => {
-                    s.error(&format!(
-                        "disconnected: more than {} bytes without a newline",
-                        cfg.flood_cutoff()
-                    ));
-                    break End::Error("flooded");
-                }
-                Some(Err(LineError::Io(e))) => {
-                    tracing::debug!(%peer, error = %e, "read failed");
-                    break End::Closed;
-                }
-                Some(Ok(Input::TooLong)) => {
-                    idle.touch();
-                    pause_armed = false;
-                    s.error(&format!("line too long (the limit is {} bytes); it was not sent", cfg.max_line));
-                    continue;
-                }
-                Some(Ok(Input::Partial)) => {
-                    idle.touch();
-                    pause.as_mut().reset(tokio::time::Instant::now() + cfg.line_pause);
-                    pause_armed = true;
-                    continue;
-                }
-                Some(Ok(Input::Line(line))) => {
-                    idle.touch();
-                    pause_armed = false;
-                    line
-                }
-            },
-        };
-        match s.handle(line).await {
-            Ok(None) => {}
-            Ok(Some(end)) => break end,
-            Err(_) => break End::Shutdown,
-        }
-    };
-
-    if let End::Shutdown = end {
-        s.reply("notice", "the server is shutting down; goodbye", None);
-    }
-    let reason = match &end {
-        End::Quit(r) => r.clone(),
-        End::Closed => String::new(),
-        End::Error(r) => (*r).to_string(),
-        End::Shutdown => "server shutting down".into(),
-    };
-    if let Some((nick, Some(room))) = s.hub.remove(s.id) {
-        let leave = Event::new(Kind::Leave, Some(room), nick, reason);
-        let _ = s
-            .hub
-            .post(Pending {
-                event: leave,
-                route: Route::Room,
-                origin: None,
-            })
-            .await;
-    }
-    outbox.close();
-    let _ = writer.await;
-    tracing::debug!(%peer, nick = %s.nick, ?end, "chat client left");
-}
-
 impl Session {
+    /// Registers a new client with the hub and greets it. The caller runs a writer that drains
+    /// the returned outbox to the client.
+    pub fn open(hub: ChatHub, cfg: Arc<ChatSettings>, format: Format) -> (Session, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(cfg.sendq, format));
+        let (id, nick) = hub.register(outbox.clone());
+        let s = Session {
+            id,
+            nick: nick.clone(),
+            room: None,
+            negotiated: false,
+            hub,
+            bucket: TokenBucket::new(cfg.rate, cfg.burst),
+            cfg: cfg.clone(),
+            outbox: outbox.clone(),
+        };
+        s.reply(
+            "welcome",
+            &format!(
+                "Welcome to sockit chat, {nick}! You will be in #{}; type /help for commands.",
+                cfg.room
+            ),
+            Some(json!({ "nick": &*nick, "room": &cfg.room })),
+        );
+        if let Some(motd) = &cfg.motd {
+            s.reply("motd", motd, None);
+        }
+        (s, outbox)
+    }
+
+    /// The client's current nick.
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+
+    /// Whether the client is in a room yet.
+    pub fn in_room(&self) -> bool {
+        self.room.is_some()
+    }
+
+    /// Puts a client that has not said anything yet into the default room.
+    pub async fn enter_default(&mut self) -> Result<(), HubClosed> {
+        if self.room.is_none() {
+            self.enter(None).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the session: says goodbye on shutdown, removes the client, tells its room why, and
+    /// asks the writer to send what is left and close.
+    pub async fn close(self, end: End) {
+        if let End::Shutdown = end {
+            self.reply("notice", "the server is shutting down; goodbye", None);
+        }
+        let reason = match &end {
+            End::Quit(r) => r.clone(),
+            End::Closed => String::new(),
+            End::Error(r) => (*r).to_string(),
+            End::Shutdown => "server shutting down".into(),
+        };
+        if let Some((nick, Some(room))) = self.hub.remove(self.id) {
+            let leave = Event::new(Kind::Leave, Some(room), nick, reason);
+            let _ = self
+                .hub
+                .post(Pending {
+                    event: leave,
+                    route: Route::Room,
+                    origin: None,
+                })
+                .await;
+        }
+        self.outbox.close();
+    }
+
     fn format(&self) -> Format {
         self.outbox.format()
     }
 
-    fn reply(&self, kind: &str, text: &str, extra: Option<serde_json::Value>) {
+    pub fn reply(&self, kind: &str, text: &str, extra: Option<serde_json::Value>) {
         self.outbox
             .push(OutItem::Raw(self.format().reply(kind, text, extra)));
     }
 
-    fn error(&self, text: &str) {
+    pub fn error(&self, text: &str) {
         self.reply("error", text, None);
     }
 
@@ -242,12 +161,12 @@ impl Session {
     }
 
     /// Handles one line. `Ok(Some(end))` ends the session.
-    async fn handle(&mut self, line: BytesMut) -> Result<Option<End>, HubClosed> {
+    pub async fn handle(&mut self, line: &[u8]) -> Result<Option<End>, HubClosed> {
         if !self.negotiated {
             // The first line decides the protocol: a JSON hello, or plain text from the start. A
             // hello that comes after the client was already put in the default room still counts.
             self.negotiated = true;
-            if let Some(hello) = Hello::parse(&line) {
+            if let Some(hello) = Hello::parse(line) {
                 self.outbox.set_format(Format::Json);
                 if let Some(nick) = hello.nick.as_deref() {
                     self.set_nick(nick).await?;
@@ -276,7 +195,7 @@ impl Session {
         if self.room.is_none() {
             self.enter(None).await?;
         }
-        let text = match self.format().decode(&line) {
+        let text = match self.format().decode(line) {
             Ok(t) => t,
             Err(e) => {
                 self.error(&e);
@@ -418,64 +337,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Sends whatever the outbox holds, batched into one write, until the session ends or the client
-/// falls behind.
-async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc<ChatSettings>) {
-    let mut items = Vec::new();
-    let mut buf = BytesMut::new();
-    let ended = outbox.ended().clone();
-    loop {
-        let state = outbox.take(&mut items).await;
-        let format = outbox.format();
-        if state == State::Overflowed {
-            // The socket is full, so this may never arrive; it is tried without waiting long.
-            let msg = format.reply(
-                "error",
-                &format!(
-                    "disconnected: you were not reading (more than {} bytes waiting)",
-                    cfg.sendq
-                ),
-                None,
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(100), writer.write_all(&msg)).await;
-            break;
-        }
-        for item in items.drain(..) {
-            match item {
-                OutItem::Event(e) => buf.extend_from_slice(e.render(format)),
-                OutItem::Raw(b) => buf.extend_from_slice(&b),
-            }
-        }
-        if items.capacity() > 16 {
-            items = Vec::new();
-        }
-        if !buf.is_empty() {
-            let write = writer.write_all(&buf);
-            tokio::pin!(write);
-            let ok = tokio::select! {
-                r = &mut write => r.is_ok(),
-                _ = ended.cancelled() => {
-                    if outbox.state() == State::Overflowed {
-                        false
-                    } else {
-                        // Closing: finish this write, but not forever.
-                        matches!(tokio::time::timeout(cfg.flush_timeout, write).await, Ok(Ok(())))
-                    }
-                }
-            };
-            if !ok {
-                outbox.close();
-                break;
-            }
-            // Keep no buffer between bursts: thousands of idle clients would each hold the
-            // largest burst they ever received.
-            buf = BytesMut::new();
-        }
-        if state == State::Closing {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(cfg.flush_timeout, writer.shutdown()).await;
 }

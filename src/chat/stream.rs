@@ -1,0 +1,189 @@
+//! The line protocol over a byte stream (TCP, TLS, Unix): splitting input into bounded lines, the
+//! pause rule for unterminated input, and the writer task that sends a client's outbox.
+//!
+//! Data path: socket → [`LineDecoder`] (bounded) → [`Session`] (rate limit, command or message) →
+//! hub/sequencer; and hub → [`Outbox`] (bounded) → writer task → socket, all that is queued sent in
+//! one write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio_util::codec::FramedRead;
+
+use super::hub::ChatHub;
+use super::line::{Input, LineDecoder, LineError};
+use super::outbox::{OutItem, Outbox, State};
+use super::session::{End, Session};
+use super::ChatSettings;
+use crate::net::{Conn, IdleTimer, Stream};
+
+/// How long a new client has to send a JSON hello before it is treated as a plain client and put
+/// in the default room.
+const NEGOTIATE: Duration = Duration::from_millis(150);
+
+/// Read buffer of a new connection. It grows up to the line limit for long lines; idle clients
+/// keep only this much.
+const READ_BUF: usize = 256;
+
+/// Serves one connection until it quits, drops, idles out, falls behind, or the server stops.
+pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
+    let Conn {
+        stream,
+        peer,
+        shutdown,
+        idle_timeout,
+    } = conn;
+    let (reader, writer) = tokio::io::split(stream);
+    let (mut s, outbox) = Session::open(hub, cfg.clone(), cfg.format);
+    tracing::debug!(%peer, nick = s.nick(), "chat client connected");
+    let writer = tokio::spawn(write_loop(writer, outbox.clone(), cfg.clone()));
+
+    let mut lines = FramedRead::with_capacity(
+        reader,
+        LineDecoder::new(cfg.max_line, cfg.flood_cutoff()),
+        READ_BUF,
+    );
+    let mut idle = IdleTimer::new(idle_timeout);
+    let stopped = shutdown.cancelled();
+    let ended = outbox.ended().clone();
+    let kicked = ended.cancelled();
+    let negotiate = tokio::time::sleep(NEGOTIATE);
+    let pause = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(stopped, kicked, negotiate, pause);
+    let mut pause_armed = false;
+
+    let end = loop {
+        let line = tokio::select! {
+            biased;
+            _ = &mut stopped => break End::Shutdown,
+            _ = &mut kicked => match outbox.state() {
+                State::Overflowed => break End::Error("could not keep up (send queue full)"),
+                _ => break End::Closed,
+            },
+            _ = &mut negotiate, if !s.in_room() => {
+                if s.enter_default().await.is_err() {
+                    break End::Shutdown;
+                }
+                continue;
+            }
+            _ = &mut pause, if pause_armed => {
+                pause_armed = false;
+                let mut buf = std::mem::take(lines.read_buffer_mut());
+                let partial = lines.decoder_mut().take_partial(&mut buf);
+                *lines.read_buffer_mut() = buf;
+                match partial {
+                    Some(line) => line,
+                    None => continue,
+                }
+            }
+            _ = &mut idle => {
+                s.error("disconnected: idle for too long");
+                break End::Error("idle timeout");
+            }
+            input = lines.next() => match input {
+                None => break End::Closed,
+                Some(Err(LineError::Flood)) => {
+                    s.error(&format!(
+                        "disconnected: more than {} bytes without a newline",
+                        cfg.flood_cutoff()
+                    ));
+                    break End::Error("flooded");
+                }
+                Some(Err(LineError::Io(e))) => {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                    break End::Closed;
+                }
+                Some(Ok(Input::TooLong)) => {
+                    idle.touch();
+                    pause_armed = false;
+                    s.error(&format!("line too long (the limit is {} bytes); it was not sent", cfg.max_line));
+                    continue;
+                }
+                Some(Ok(Input::Partial)) => {
+                    idle.touch();
+                    pause.as_mut().reset(tokio::time::Instant::now() + cfg.line_pause);
+                    pause_armed = true;
+                    continue;
+                }
+                Some(Ok(Input::Line(line))) => {
+                    idle.touch();
+                    pause_armed = false;
+                    line
+                }
+            },
+        };
+        match s.handle(&line).await {
+            Ok(None) => {}
+            Ok(Some(end)) => break end,
+            Err(_) => break End::Shutdown,
+        }
+    };
+
+    let nick = s.nick().to_string();
+    s.close(end).await;
+    let _ = writer.await;
+    tracing::debug!(%peer, %nick, "chat client left");
+}
+
+/// Sends whatever the outbox holds, batched into one write, until the session ends or the client
+/// falls behind.
+async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc<ChatSettings>) {
+    let mut items = Vec::new();
+    let mut buf = BytesMut::new();
+    let ended = outbox.ended().clone();
+    loop {
+        let state = outbox.take(&mut items).await;
+        let format = outbox.format();
+        if state == State::Overflowed {
+            // The socket is full, so this may never arrive; it is tried without waiting long.
+            let msg = format.reply(
+                "error",
+                &format!(
+                    "disconnected: you were not reading (more than {} bytes waiting)",
+                    cfg.sendq
+                ),
+                None,
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), writer.write_all(&msg)).await;
+            break;
+        }
+        for item in items.drain(..) {
+            match item {
+                OutItem::Event(e) => buf.extend_from_slice(e.render(format)),
+                OutItem::Raw(b) => buf.extend_from_slice(&b),
+            }
+        }
+        if items.capacity() > 16 {
+            items = Vec::new();
+        }
+        if !buf.is_empty() {
+            let write = writer.write_all(&buf);
+            tokio::pin!(write);
+            let ok = tokio::select! {
+                r = &mut write => r.is_ok(),
+                _ = ended.cancelled() => {
+                    if outbox.state() == State::Overflowed {
+                        false
+                    } else {
+                        // Closing: finish this write, but not forever.
+                        matches!(tokio::time::timeout(cfg.flush_timeout, write).await, Ok(Ok(())))
+                    }
+                }
+            };
+            if !ok {
+                outbox.close();
+                break;
+            }
+            // Keep no buffer between bursts: thousands of idle clients would each hold the
+            // largest burst they ever received.
+            buf = BytesMut::new();
+        }
+        if state == State::Closing {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(cfg.flush_timeout, writer.shutdown()).await;
+}
