@@ -135,8 +135,8 @@ impl Shared {
     /// history entries were committed; if not, they are not shown and their senders are told.
     pub fn deliver(&self, batch: impl Iterator<Item = Pending>, stored: bool) {
         let mut st = self.lock();
-        let replay = self.replay;
-        let announce_max = self.announce_max;
+        // Consecutive events for one room go to each member in one push (one lock, one wake-up).
+        let mut run = Run::default();
         for p in batch {
             if p.event.kind.is_stored() && !stored {
                 if let Some(origin) = p.origin {
@@ -152,6 +152,7 @@ impl Shared {
             let event = Arc::new(p.event);
             match p.route {
                 Route::Direct(outboxes) => {
+                    run.flush(&st);
                     for o in outboxes {
                         o.push(OutItem::Event(event.clone()));
                     }
@@ -160,25 +161,29 @@ impl Shared {
                     let Some(name) = event.room.clone() else {
                         continue;
                     };
+                    if run.room.as_deref() != Some(&*name) {
+                        run.flush(&st);
+                        run.room = Some(name.clone());
+                    }
                     let room = st.rooms.entry(name).or_default();
-                    if event.kind.is_stored() && replay > 0 {
-                        if room.recent.len() == replay {
+                    if event.kind.is_stored() && self.replay > 0 {
+                        if room.recent.len() == self.replay {
                             room.recent.pop_front();
                         }
                         room.recent.push_back(event.clone());
                     }
-                    if event.kind.is_presence() && room.members.len() > announce_max {
+                    if event.kind.is_presence() && room.members.len() > self.announce_max {
                         // Only whoever caused it hears of it (a nick change needs confirming).
+                        run.flush(&st);
                         if let Some(origin) = &p.origin {
-                            origin.push(OutItem::Event(event.clone()));
+                            origin.push(OutItem::Event(event));
                         }
                         continue;
                     }
-                    for o in room.members.values() {
-                        o.push(OutItem::Event(event.clone()));
-                    }
+                    run.events.push(event);
                 }
                 Route::Join(id, outbox) => {
+                    run.flush(&st);
                     let Some(name) = event.room.clone() else {
                         continue;
                     };
@@ -191,12 +196,10 @@ impl Shared {
                         continue;
                     }
                     let room = st.rooms.entry(name).or_default();
-                    for past in &room.recent {
-                        outbox.push(OutItem::Event(past.clone()));
-                    }
+                    outbox.push_all(room.recent.iter().map(|e| OutItem::Event(e.clone())));
                     room.members.insert(id, outbox.clone());
-                    if room.members.len() > announce_max {
-                        outbox.push(OutItem::Event(event.clone()));
+                    if room.members.len() > self.announce_max {
+                        outbox.push(OutItem::Event(event));
                         continue;
                     }
                     for o in room.members.values() {
@@ -205,6 +208,28 @@ impl Shared {
                 }
             }
         }
+        run.flush(&st);
+    }
+}
+
+/// Consecutive events for one room, delivered together.
+#[derive(Default)]
+struct Run {
+    room: Option<Arc<str>>,
+    events: Vec<Arc<Event>>,
+}
+
+impl Run {
+    fn flush(&mut self, st: &State) {
+        if self.events.is_empty() {
+            return;
+        }
+        if let Some(room) = self.room.as_ref().and_then(|n| st.rooms.get(n)) {
+            for o in room.members.values() {
+                o.push_all(self.events.iter().map(|e| OutItem::Event(e.clone())));
+            }
+        }
+        self.events.clear();
     }
 }
 

@@ -88,29 +88,35 @@ impl Outbox {
     /// Queues `item` without waiting. Returns false when the queue is closed or this push overflowed
     /// it (the client is then disconnected by its writer).
     pub fn push(&self, item: OutItem) -> bool {
-        let weight = item.weight();
-        let mut q = match self.queue.lock() {
-            Ok(q) => q,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        self.push_all(std::iter::once(item))
+    }
+
+    /// Queues several items under one lock and with at most one wake-up of the writer: the hub
+    /// delivers a whole sequenced batch to each member this way.
+    pub fn push_all(&self, items: impl IntoIterator<Item = OutItem>) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.state != State::Open {
             return false;
         }
-        if q.bytes + weight > self.limit {
-            q.state = State::Overflowed;
-            q.items.clear();
-            q.bytes = 0;
-            drop(q);
-            self.notify.notify_one();
-            self.ended.cancel();
-            return false;
-        }
         let was_empty = q.items.is_empty();
-        q.bytes += weight;
-        q.items.push_back(item);
+        for item in items {
+            let weight = item.weight();
+            if q.bytes + weight > self.limit {
+                q.state = State::Overflowed;
+                q.items = VecDeque::new();
+                q.bytes = 0;
+                drop(q);
+                self.notify.notify_one();
+                self.ended.cancel();
+                return false;
+            }
+            q.bytes += weight;
+            q.items.push_back(item);
+        }
+        let wake = was_empty && !q.items.is_empty();
         drop(q);
         // The writer drains everything on each wake-up, so one notification per batch is enough.
-        if was_empty {
+        if wake {
             self.notify.notify_one();
         }
         true
@@ -118,10 +124,7 @@ impl Outbox {
 
     /// Asks the writer to send what is queued and close.
     pub fn close(&self) {
-        let mut q = match self.queue.lock() {
-            Ok(q) => q,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.state == State::Open {
             q.state = State::Closing;
         }
@@ -132,10 +135,7 @@ impl Outbox {
 
     /// The current state.
     pub fn state(&self) -> State {
-        match self.queue.lock() {
-            Ok(q) => q.state,
-            Err(poisoned) => poisoned.into_inner().state,
-        }
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).state
     }
 
     /// Waits until something is queued or the state changes, then moves everything queued into
@@ -143,10 +143,7 @@ impl Outbox {
     pub async fn take(&self, out: &mut Vec<OutItem>) -> State {
         loop {
             {
-                let mut q = match self.queue.lock() {
-                    Ok(q) => q,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if !q.items.is_empty() || q.state != State::Open {
                     out.extend(q.items.drain(..));
                     q.bytes = 0;
