@@ -87,6 +87,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn init_logging(args: &cli::Cli) {
     let default = match (args.quiet, args.verbose) {
+        // Log lines on stderr would land in the middle of the full-screen client (-v still logs,
+        // for a 2>file redirect).
+        (_, 0) if args.tool.is_fullscreen() => "off",
         (true, _) => "error",
         (false, 0) if args.tool.is_server() => "warn,sockit=info",
         (false, 0) => "warn",

@@ -6,6 +6,7 @@
 //! local members ([`hub`]'s fan-out into each client's bounded [`outbox`]), and how clients speak
 //! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line).
 
+pub mod client;
 mod command;
 pub mod event;
 pub mod hub;

@@ -112,7 +112,7 @@ impl Format {
 
 /// Replaces control characters (other than tab) so one client cannot send terminal escape sequences
 /// to everyone else's terminal, and trims the line ending.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     text.trim_end_matches(['\r', '\n'])
         .chars()
         .map(|c| {

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
+use sockit::chat::client::{self, ClientConfig, ClientError};
 use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
 use sockit::net::{self, Endpoint};
 
-use super::common::{parse_count, parse_duration, parse_endpoint, ServerArgs};
+use super::common::{parse_count, parse_duration, parse_endpoint, ClientArgs, ServerArgs};
 
 pub const EXAMPLES: &str = "Examples:
   sockit chat                          127.0.0.1:9003, history in ~/.local/share/sockit/chat.sqlite3
@@ -16,7 +17,16 @@ pub const EXAMPLES: &str = "Examples:
   sockit chat --no-history --rate 2 --max-line 512
   sockit chat --encoding gbk           for terminals that speak GBK
   sockit chat --tls                    TLS (self-signed; fingerprint printed)
-Join with: nc 127.0.0.1 9003   (or telnet 127.0.0.1 9003)";
+Join with: sockit chat join 127.0.0.1:9003 --nick ann   (or nc 127.0.0.1 9003)";
+
+pub const JOIN_EXAMPLES: &str = "Examples:
+  sockit chat join                                   127.0.0.1:9003, a guest nick, the default room
+  sockit chat join chat.example:9003 --nick ann --room rust
+  sockit chat join 127.0.0.1:9003 --send 'build is green'
+  make 2>&1 | tail -3 | sockit chat join --nick ci   one message per line, then exit
+  sockit chat join host:9003 --tls --tls-fingerprint AB:CD:...
+Keys: Enter send, Up/Down history, PageUp/PageDown scroll, Ctrl-C or /quit leave.
+Without a terminal, what the room says is printed as [HH:MM:SS] <nick> text.";
 
 /// The character set plain clients use.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,6 +39,9 @@ pub enum Encoding {
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
+    #[command(subcommand)]
+    pub action: Option<ChatAction>,
+
     /// Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or a port [default: 127.0.0.1:9003]
     #[arg(value_name = "ADDR", value_parser = parse_endpoint)]
     pub addr: Option<Endpoint>,
@@ -100,6 +113,85 @@ pub struct ChatArgs {
     pub server: ServerArgs,
 }
 
+/// What `sockit chat` does besides serving.
+#[derive(Debug, Subcommand)]
+pub enum ChatAction {
+    /// Join a chat server: a terminal UI, or without a terminal, send lines and print the room
+    #[command(after_help = JOIN_EXAMPLES)]
+    Join(Box<JoinArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port [default: 127.0.0.1:9003]
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint)]
+    pub addr: Option<Endpoint>,
+
+    /// Nick to ask for (kept across reconnects); without it the server gives a guest nick
+    #[arg(short, long, value_name = "NAME", value_parser = parse_nick)]
+    pub nick: Option<String>,
+
+    /// Room to join [default: the server's]
+    #[arg(short, long, value_name = "ROOM", value_parser = parse_room)]
+    pub room: Option<String>,
+
+    /// Send this one message, wait until the server has delivered it, and exit
+    #[arg(long, value_name = "TEXT")]
+    pub send: Option<String>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn parse_nick(text: &str) -> Result<String, String> {
+    // The server decides the length; the characters are checked here for a usage error now
+    // rather than a refusal later.
+    sockit::chat::check_nick(text, 256).map(|_| text.to_string())
+}
+
+fn parse_room(text: &str) -> Result<String, String> {
+    sockit::chat::room_name(text)
+}
+
+/// `sockit chat join`: the terminal client on a terminal, the plain line mode otherwise.
+pub async fn join(args: JoinArgs) -> Result<()> {
+    let config = ClientConfig {
+        endpoint: match args.addr {
+            Some(ep) => ep,
+            None => DEFAULT_ADDR.parse()?,
+        },
+        connect: args.client.options()?,
+        nick: args.nick,
+        room: args.room,
+    };
+    let result = if let Some(text) = &args.send {
+        client::plain::run(config, client::plain::lines_of(text), std::io::stdout()).await
+    } else if is_terminal() {
+        client::tui::run(config).await
+    } else {
+        client::plain::run(config, client::plain::stdin_lines(), std::io::stdout()).await
+    };
+    // The net layer's errors go up as themselves, so the binary prints them as one line and
+    // picks their exit code.
+    result.map_err(|e| match e {
+        ClientError::Net(net) => anyhow::Error::from(net),
+        other => anyhow::Error::from(other),
+    })
+}
+
+/// Whether the full-screen client can run: both input and output are a terminal.
+pub fn is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+impl JoinArgs {
+    /// The full-screen client writes over the whole terminal, where log lines would garble it.
+    pub fn is_tui(&self) -> bool {
+        self.send.is_none() && is_terminal()
+    }
+}
+
 impl ChatArgs {
     /// Validates everything into a server configuration.
     pub fn config(&self) -> Result<ChatConfig> {
@@ -152,6 +244,9 @@ impl ChatArgs {
 }
 
 pub async fn run(args: ChatArgs) -> Result<()> {
+    if let Some(ChatAction::Join(join_args)) = args.action {
+        return join(*join_args).await;
+    }
     let config = args.config()?;
     let what = match (&config.endpoint, config.server.tls.is_some()) {
         (Endpoint::Unix(_), _) => "unix",

@@ -163,8 +163,6 @@ pub struct ClientArgs {
     pub insecure: bool,
 }
 
-// Used by the netcat and chat clients as they land.
-#[allow(dead_code)]
 impl ClientArgs {
     /// Validates the flags into connect options.
     pub fn options(&self) -> Result<ConnectOptions> {

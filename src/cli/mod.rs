@@ -31,8 +31,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Tool {
-    /// Group chat server for nc/telnet and sockit's clients: nicks, rooms, history
-    #[command(after_help = chat::EXAMPLES)]
+    /// Group chat server for nc/telnet and sockit's clients: nicks, rooms, history; `chat join`
+    /// is the client
+    #[command(after_help = chat::EXAMPLES, args_conflicts_with_subcommands = true)]
     Chat(chat::ChatArgs),
     /// Echo server: sends every byte back (TCP, UDP, Unix, TLS)
     #[command(after_help = echo::EXAMPLES)]
@@ -54,7 +55,15 @@ impl Tool {
 
     /// Servers log their life cycle at info level by default; clients keep quiet unless asked.
     pub fn is_server(&self) -> bool {
-        matches!(self, Tool::Chat(_) | Tool::Echo(_) | Tool::Daytime(_))
+        match self {
+            Tool::Chat(args) => args.action.is_none(),
+            Tool::Echo(_) | Tool::Daytime(_) => true,
+        }
+    }
+
+    /// Whether the tool takes over the terminal, where log lines would garble the screen.
+    pub fn is_fullscreen(&self) -> bool {
+        matches!(self, Tool::Chat(chat::ChatArgs { action: Some(chat::ChatAction::Join(join)), .. }) if join.is_tui())
     }
 }
 
