@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::event::Event;
@@ -25,8 +26,9 @@ pub enum Route {
     /// To every member of the event's room.
     Room,
     /// A join: the client becomes a member of the event's room at this point in the order, gets the
-    /// room's recent history, then everyone (the joiner included) gets the join notice.
-    Join(ClientId, Arc<Outbox>),
+    /// greeting (its welcome, at its first join), the room's recent history and the join notice in
+    /// one piece, and everyone else gets the join notice.
+    Join(ClientId, Arc<Outbox>, Vec<Bytes>),
     /// To these clients only (private messages).
     Direct(Vec<Arc<Outbox>>),
 }
@@ -182,7 +184,7 @@ impl Shared {
                     }
                     run.events.push(event);
                 }
-                Route::Join(id, outbox) => {
+                Route::Join(id, outbox, greeting) => {
                     run.flush(&st);
                     let Some(name) = event.room.clone() else {
                         continue;
@@ -196,15 +198,18 @@ impl Shared {
                         continue;
                     }
                     let room = st.rooms.entry(name).or_default();
-                    outbox.push_all(room.recent.iter().map(|e| OutItem::Event(e.clone())));
-                    room.members.insert(id, outbox.clone());
-                    if room.members.len() > self.announce_max {
-                        outbox.push(OutItem::Event(event));
-                        continue;
+                    let mine = greeting
+                        .into_iter()
+                        .map(OutItem::Raw)
+                        .chain(room.recent.iter().cloned().map(OutItem::Event))
+                        .chain(std::iter::once(OutItem::Event(event.clone())));
+                    outbox.push_all(mine);
+                    if room.members.len() < self.announce_max {
+                        for o in room.members.values() {
+                            o.push(OutItem::Event(event.clone()));
+                        }
                     }
-                    for o in room.members.values() {
-                        o.push(OutItem::Event(event.clone()));
-                    }
+                    room.members.insert(id, outbox);
                 }
             }
         }

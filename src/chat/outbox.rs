@@ -1,9 +1,14 @@
 //! A client's outbound queue: bounded in bytes, never blocking the hub.
 //!
 //! The hub pushes and moves on. The client's writer task takes everything queued and sends it in
-//! one write. A client that stops reading fills its queue; the push that would pass the limit
-//! marks the queue overflowed, and the writer tells the client why and disconnects it (Ergo's
-//! "SendQ exceeded", ngIRCd's "write buffer space exhausted").
+//! one write. A client that stops reading fills its socket, its writer stalls, and its queue fills;
+//! the push that would pass the limit marks the queue overflowed, and the writer tells the client
+//! why and disconnects it (Ergo's "SendQ exceeded", ngIRCd's "write buffer space exhausted").
+//!
+//! The limit counts only while the writer is stalled on a full socket. A burst delivered to
+//! everyone at once (one sequencer batch) can pass it before a writer has had a chance to run;
+//! that is the server's delay, not the client's, and must not disconnect a whole room of readers.
+//! A looser cap ([`UNSTALLED_FACTOR`] times the limit) still bounds the queue in that case.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::Event;
 use super::wire::Format;
+
+/// How many times the limit a queue may hold while its writer is not stalled on the socket.
+pub const UNSTALLED_FACTOR: usize = 16;
 
 /// One queued item.
 #[derive(Debug, Clone)]
@@ -49,6 +57,8 @@ struct Queue {
     items: VecDeque<OutItem>,
     bytes: usize,
     state: State,
+    /// The writer is waiting for the socket to take a write: the client is not keeping up.
+    stalled: bool,
 }
 
 /// A client's bounded outbound queue.
@@ -68,6 +78,7 @@ impl Outbox {
                 items: VecDeque::new(),
                 bytes: 0,
                 state: State::Open,
+                stalled: false,
             }),
             notify: Notify::new(),
             limit,
@@ -91,8 +102,10 @@ impl Outbox {
         self.push_all(std::iter::once(item))
     }
 
-    /// Queues several items under one lock and with at most one wake-up of the writer: the hub
-    /// delivers a whole sequenced batch to each member this way.
+    /// Queues several items under one lock and with at most one wake-up of the writer, taken by
+    /// the writer as one unit: the hub delivers a whole sequenced batch to each member this way,
+    /// and a joiner's welcome, replay and join notice arrive in one `recv` (which the tutorials'
+    /// one-recv-per-send clients need).
     pub fn push_all(&self, items: impl IntoIterator<Item = OutItem>) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.state != State::Open {
@@ -101,7 +114,10 @@ impl Outbox {
         let was_empty = q.items.is_empty();
         for item in items {
             let weight = item.weight();
-            if q.bytes + weight > self.limit {
+            let after = q.bytes + weight;
+            if after > self.limit
+                && (q.stalled || after > self.limit.saturating_mul(UNSTALLED_FACTOR))
+            {
                 q.state = State::Overflowed;
                 q.items = VecDeque::new();
                 q.bytes = 0;
@@ -120,6 +136,11 @@ impl Outbox {
             self.notify.notify_one();
         }
         true
+    }
+
+    /// Records whether the writer is waiting on a full socket (only then does the limit apply).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).stalled = stalled;
     }
 
     /// Asks the writer to send what is queued and close.
@@ -161,5 +182,39 @@ impl Outbox {
     /// Cancelled once the queue has overflowed or closed, for the reader to stop reading.
     pub fn ended(&self) -> &CancellationToken {
         &self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(n: usize) -> OutItem {
+        OutItem::Raw(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn limit_applies_only_while_the_writer_is_stalled() {
+        let q = Outbox::new(100, Format::Utf8);
+        // A burst past the limit before the writer ran: kept, up to the looser cap.
+        assert!(q.push_all((0..5).map(|_| raw(60))));
+        assert_eq!(q.state(), State::Open);
+        assert!(!q.push(raw(100 * UNSTALLED_FACTOR)));
+        assert_eq!(q.state(), State::Overflowed);
+
+        let q = Outbox::new(100, Format::Utf8);
+        q.set_stalled(true);
+        assert!(q.push(raw(60)));
+        assert!(!q.push(raw(60)));
+        assert_eq!(q.state(), State::Overflowed);
+    }
+
+    #[tokio::test]
+    async fn push_all_is_taken_in_one_piece() {
+        let q = Outbox::new(1000, Format::Utf8);
+        assert!(q.push_all([raw(1), raw(2), raw(3)]));
+        let mut out = Vec::new();
+        assert_eq!(q.take(&mut out).await, State::Open);
+        assert_eq!(out.len(), 3);
     }
 }

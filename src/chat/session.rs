@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use serde_json::json;
 
 use super::command::{check_nick, room_name, Command, HELP};
@@ -29,6 +31,8 @@ pub struct Session {
     room: Option<Arc<str>>,
     /// Whether the first line (which may be a JSON hello) has been seen.
     negotiated: bool,
+    /// Whether the welcome and motd have gone out (with the first join).
+    greeted: bool,
     hub: ChatHub,
     cfg: Arc<ChatSettings>,
     outbox: Arc<Outbox>,
@@ -36,32 +40,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// Registers a new client with the hub and greets it. The caller runs a writer that drains
-    /// the returned outbox to the client.
+    /// Registers a new client with the hub (it is greeted when it first joins a room). The caller
+    /// runs a writer that drains the returned outbox to the client.
     pub fn open(hub: ChatHub, cfg: Arc<ChatSettings>, format: Format) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(cfg.sendq, format));
         let (id, nick) = hub.register(outbox.clone());
         let s = Session {
             id,
-            nick: nick.clone(),
+            nick,
             room: None,
             negotiated: false,
+            greeted: false,
             hub,
             bucket: TokenBucket::new(cfg.rate, cfg.burst),
             cfg: cfg.clone(),
             outbox: outbox.clone(),
         };
-        s.reply(
-            "welcome",
-            &format!(
-                "Welcome to sockit chat, {nick}! You will be in #{}; type /help for commands.",
-                cfg.room
-            ),
-            Some(json!({ "nick": &*nick, "room": &cfg.room })),
-        );
-        if let Some(motd) = &cfg.motd {
-            s.reply("motd", motd, None);
-        }
+        // Nothing is sent before the first join: the welcome travels with it (see `greeting`).
         (s, outbox)
     }
 
@@ -156,8 +151,36 @@ impl Session {
         }
         self.room = Some(room.clone());
         let join = Event::new(Kind::Join, Some(room), self.nick.clone(), "");
-        self.post(join, Route::Join(self.id, self.outbox.clone()))
+        let greeting = self.greeting();
+        self.post(join, Route::Join(self.id, self.outbox.clone(), greeting))
             .await
+    }
+
+    /// The welcome and motd, once. They are delivered with the first join rather than at connect,
+    /// so the tutorials' client, which reads one unprompted `recv(1024)` and then expects each
+    /// `send` to be answered by the next `recv`, finds its own join notice inside that first read
+    /// instead of mistaking it, later, for the answer to its first message. A JSON client got its
+    /// own welcome after its hello, so it only gets the motd.
+    fn greeting(&mut self) -> Vec<Bytes> {
+        if std::mem::replace(&mut self.greeted, true) {
+            return Vec::new();
+        }
+        let format = self.format();
+        let mut greeting = Vec::new();
+        if format != Format::Json {
+            greeting.push(format.reply(
+                "welcome",
+                &format!(
+                    "Welcome to sockit chat, {}! You will be in #{}; type /help for commands.",
+                    self.nick, self.cfg.room
+                ),
+                Some(json!({ "nick": &*self.nick, "room": &self.cfg.room })),
+            ));
+        }
+        if let Some(motd) = &self.cfg.motd {
+            greeting.push(format.reply("motd", motd, None));
+        }
+        greeting
     }
 
     /// Handles one line. `Ok(Some(end))` ends the session.

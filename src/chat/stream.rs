@@ -6,6 +6,7 @@
 //! one write.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -162,15 +163,25 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
         if !buf.is_empty() {
             let write = writer.write_all(&buf);
             tokio::pin!(write);
-            let ok = tokio::select! {
-                r = &mut write => r.is_ok(),
-                _ = ended.cancelled() => {
-                    if outbox.state() == State::Overflowed {
-                        false
-                    } else {
-                        // Closing: finish this write, but not forever.
-                        matches!(tokio::time::timeout(cfg.flush_timeout, write).await, Ok(Ok(())))
-                    }
+            // A write the socket takes at once is the usual case. One it cannot take means the
+            // client is not keeping up, and only from then on does the queue limit apply.
+            let ok = match futures::poll!(write.as_mut()) {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending => {
+                    outbox.set_stalled(true);
+                    let ok = tokio::select! {
+                        r = &mut write => r.is_ok(),
+                        _ = ended.cancelled() => {
+                            if outbox.state() == State::Overflowed {
+                                false
+                            } else {
+                                // Closing: finish this write, but not forever.
+                                matches!(tokio::time::timeout(cfg.flush_timeout, write).await, Ok(Ok(())))
+                            }
+                        }
+                    };
+                    outbox.set_stalled(false);
+                    ok
                 }
             };
             if !ok {
