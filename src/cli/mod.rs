@@ -4,6 +4,7 @@
 pub mod common;
 mod daytime;
 mod echo;
+mod relay;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,12 @@ pub enum Tool {
     /// Time server (RFC 867): sends the time and closes (TCP) or answers each datagram (UDP)
     #[command(after_help = daytime::EXAMPLES)]
     Daytime(daytime::DaytimeArgs),
+    /// Netcat client: stdin to a TCP/UDP/Unix/TLS socket and the socket to stdout, or a command
+    #[command(after_help = relay::CONNECT_EXAMPLES)]
+    Connect(relay::ConnectArgs),
+    /// Netcat server: one connection (or many with -k) to stdin/stdout, or a command per connection
+    #[command(after_help = relay::LISTEN_EXAMPLES)]
+    Listen(relay::ListenArgs),
 }
 
 impl Tool {
@@ -44,12 +51,14 @@ impl Tool {
         match self {
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
+            Tool::Connect(args) => relay::connect(args).await,
+            Tool::Listen(args) => relay::listen(args).await,
         }
     }
 
     /// Servers log their life cycle at info level by default; clients keep quiet unless asked.
     pub fn is_server(&self) -> bool {
-        matches!(self, Tool::Echo(_) | Tool::Daytime(_))
+        matches!(self, Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_))
     }
 }
 
