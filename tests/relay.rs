@@ -238,6 +238,51 @@ fn keep_open_broadcasts_stdin_and_collects_every_client() {
     }
 }
 
+/// `-k`: a client that stops reading holds the broadcast back for a bounded time only, then is
+/// disconnected; the other client receives every byte, in order.
+#[test]
+fn keep_open_disconnects_a_client_that_stops_reading() {
+    let (mut server, addr) = listen(&["-k"], "127.0.0.1:0");
+    let mut sin = server.child.stdin.take().unwrap();
+    let stalled = client(&addr);
+    let mut fast = client(&addr);
+    // Both are members before the data flows: each one's first byte has reached stdout.
+    let mut out = server.child.stdout.take().unwrap();
+    (&stalled).write_all(b"s").unwrap();
+    fast.write_all(b"f").unwrap();
+    let mut seen = Vec::new();
+    while !(contains(&seen, b"s") && contains(&seen, b"f")) {
+        let mut buf = [0u8; 16];
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "server stdout closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let data = random_bytes(8 * 1024 * 1024, 11);
+    let feed = data.clone();
+    let feeder = thread::spawn(move || {
+        sin.write_all(&feed).unwrap();
+        // The end of stdin half-closes the remaining client, which ends its read below.
+    });
+    let mut got = Vec::new();
+    fast.read_to_end(&mut got).unwrap();
+    feeder.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert_eq!(sha256(&got), sha256(&data));
+    // The stalled client was cut off: what it can still read ends (EOF or reset), well short of
+    // everything.
+    stalled.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    let _ = (&stalled).read_to_end(&mut rest);
+    assert!(rest.len() < data.len(), "the stalled client got everything");
+    assert!(
+        server.stderr().contains("not reading; disconnected"),
+        "{}",
+        server.stderr()
+    );
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success(), "{}", server.stderr());
+}
+
 /// `--sh-exec` per connection, driven by nc: the command's output is the reply, and the end of
 /// the client's data is the end of the command's input.
 #[test]

@@ -92,7 +92,8 @@ pub(crate) async fn connect_udp(
     if let Some(guard) = guard {
         guard.finish().await;
     }
-    if let (Some(flushed), Ok(Ended::Finished)) = (flushed, &result) {
+    // What was received before a failure is still printed; an interrupted relay does not wait.
+    if let (Some(flushed), false) = (flushed, matches!(result, Ok(Ended::Interrupted))) {
         flushed.wait().await;
     }
     result.map_err(|e| match e {

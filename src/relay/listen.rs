@@ -150,7 +150,8 @@ async fn serve_one(
         .ok()
         .and_then(|mut o| o.take())
         .unwrap_or(Ok(Ended::Interrupted));
-    if let (Some(flushed), Ok(Ended::Finished)) = (flushed, &result) {
+    // What was received before a failure is still printed; an interrupted relay does not wait.
+    if let (Some(flushed), false) = (flushed, matches!(result, Ok(Ended::Interrupted))) {
         flushed.wait().await;
     }
     result
