@@ -18,3 +18,4 @@ pub mod chat;
 pub mod daytime;
 pub mod echo;
 pub mod net;
+pub mod relay;

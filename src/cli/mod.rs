@@ -5,6 +5,7 @@ mod chat;
 pub mod common;
 mod daytime;
 mod echo;
+mod relay;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,12 @@ pub enum Tool {
     /// Time server (RFC 867): sends the time and closes (TCP) or answers each datagram (UDP)
     #[command(after_help = daytime::EXAMPLES)]
     Daytime(daytime::DaytimeArgs),
+    /// Netcat client: stdin to a TCP/UDP/Unix/TLS socket and the socket to stdout, or a command
+    #[command(after_help = relay::CONNECT_EXAMPLES)]
+    Connect(relay::ConnectArgs),
+    /// Netcat server: one connection (or many with -k) to stdin/stdout, or a command per connection
+    #[command(after_help = relay::LISTEN_EXAMPLES)]
+    Listen(relay::ListenArgs),
 }
 
 impl Tool {
@@ -50,6 +57,8 @@ impl Tool {
             Tool::Chat(args) => chat::run(args).await,
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
+            Tool::Connect(args) => relay::connect(args).await,
+            Tool::Listen(args) => relay::listen(args).await,
         }
     }
 
@@ -57,7 +66,8 @@ impl Tool {
     pub fn is_server(&self) -> bool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
-            Tool::Echo(_) | Tool::Daytime(_) => true,
+            Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
+            Tool::Connect(_) => false,
         }
     }
 

@@ -1,0 +1,268 @@
+//! `sockit listen`: waits for connections (or datagrams) and relays them to stdin/stdout or a
+//! command per connection. Without `keep_open` it serves one connection and returns; with it, it
+//! serves many at once until stopped. The accept loop is the net layer's [`net::serve`], so
+//! allow/deny, the connection limit and TLS work as in every sockit server.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::Broker;
+use super::datagram::{command_options, listen_udp};
+use super::exec::{self, ConnInfo, ExecSpec};
+use super::pump::{relay_stream, Sides};
+use super::{Attach, Ended, Local, RelayOptions};
+use crate::net::{self, Conn, Endpoint, LocalAddr, NetError, ServerOptions, ServerSocket};
+
+/// Where `sockit listen` listens when given no address: loopback and ncat's default port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:31337";
+
+/// A validated `listen` configuration.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub endpoint: Endpoint,
+    /// UDP: datagrams from any number of peers.
+    pub udp: bool,
+    /// Serve connections until stopped, several at once (`-k`); otherwise serve one and return.
+    pub keep_open: bool,
+    /// Limits, allow/deny and TLS. `idle_timeout` here also ends idle relays.
+    pub server: ServerOptions,
+    pub relay: RelayOptions,
+}
+
+/// A bound listener, ready to run.
+#[derive(Debug)]
+pub struct RelayServer {
+    socket: ServerSocket,
+    config: ListenConfig,
+}
+
+type Outcome = Arc<Mutex<Option<Result<Ended, NetError>>>>;
+
+impl RelayServer {
+    /// Opens the socket; clients may connect from now on (the kernel queues them).
+    pub async fn bind(config: ListenConfig) -> Result<Self, NetError> {
+        if config.udp && config.server.tls.is_some() {
+            return Err(NetError::TlsConfig(
+                "TLS over UDP (DTLS) is not supported".into(),
+            ));
+        }
+        let socket = ServerSocket::bind(&config.endpoint, config.udp).await?;
+        Ok(RelayServer { socket, config })
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> LocalAddr {
+        self.socket.local_addr()
+    }
+
+    /// Serves until done (one connection without `keep_open`) or until `shutdown` is cancelled.
+    pub async fn run(self, attach: Attach, shutdown: CancellationToken) -> Result<Ended, NetError> {
+        let RelayServer { socket, config } = self;
+        let mut relay = config.relay.clone();
+        relay.idle_timeout = relay.idle_timeout.or(config.server.idle_timeout);
+        match socket {
+            ServerSocket::Datagram(udp) => {
+                let access = Arc::new(config.server.access.clone());
+                let max = config.server.max_conns;
+                listen_udp(udp, access, attach, &relay, max, &shutdown).await
+            }
+            ServerSocket::Stream(listener) if config.keep_open => {
+                serve_many(listener, config.server, relay, attach, shutdown).await;
+                Ok(Ended::Finished)
+            }
+            ServerSocket::Stream(listener) => {
+                serve_one(listener, config.server, relay, attach, shutdown).await
+            }
+        }
+    }
+}
+
+/// One connection: the first admitted client (allowed, TLS handshake done) gets the relay; the
+/// listener closes once it is accepted, as ncat's does.
+async fn serve_one(
+    listener: net::Listener,
+    mut server: ServerOptions,
+    relay: RelayOptions,
+    attach: Attach,
+    shutdown: CancellationToken,
+) -> Result<Ended, NetError> {
+    server.max_conns = 1;
+    // The relay outlives the accept loop (stopped as soon as the client is in), so the loop's
+    // drain time must not cut it; only `shutdown` ends it early.
+    server.drain = std::time::Duration::from_secs(365 * 24 * 3600);
+    let stop_serving = shutdown.child_token();
+    let outcome: Outcome = Arc::default();
+    let (flushed, slot) = match attach {
+        Attach::Io(Local {
+            input,
+            output,
+            flushed,
+        }) => (
+            Some(flushed),
+            Slot::Io(Mutex::new(Some(Sides {
+                input,
+                output,
+                command: false,
+            }))),
+        ),
+        Attach::Exec(spec) => (None, Slot::Exec(spec)),
+    };
+    let slot = Arc::new(slot);
+    let relay = Arc::new(relay);
+    {
+        let outcome = outcome.clone();
+        let stop_serving = stop_serving.clone();
+        net::serve(listener, server, stop_serving.clone(), move |conn| {
+            let slot = slot.clone();
+            let relay = relay.clone();
+            let outcome = outcome.clone();
+            let stop_serving = stop_serving.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                // Stop accepting at once (the listening socket closes, as ncat's does): this
+                // connection is the one.
+                stop_serving.cancel();
+                let peer = conn.peer.to_string();
+                let result = match &*slot {
+                    Slot::Io(sides) => {
+                        let Some(sides) = sides.lock().ok().and_then(|mut s| s.take()) else {
+                            return;
+                        };
+                        tracing::info!(%peer, "connected");
+                        relay_stream(conn.stream, sides, &relay, relay.crlf, &peer, &shutdown).await
+                    }
+                    Slot::Exec(spec) => {
+                        tracing::info!(%peer, "connected");
+                        exec_conn(conn, spec, &relay, &shutdown).await
+                    }
+                };
+                if let Ok(mut o) = outcome.lock() {
+                    o.get_or_insert(result);
+                }
+            }
+        })
+        .await;
+    }
+    let result = outcome
+        .lock()
+        .ok()
+        .and_then(|mut o| o.take())
+        .unwrap_or(Ok(Ended::Interrupted));
+    // What was received before a failure is still printed; an interrupted relay does not wait.
+    if let (Some(flushed), false) = (flushed, matches!(result, Ok(Ended::Interrupted))) {
+        flushed.wait().await;
+    }
+    result
+}
+
+enum Slot {
+    Io(Mutex<Option<Sides>>),
+    Exec(ExecSpec),
+}
+
+/// Many connections at once until `shutdown`: with a command, one per connection; otherwise every
+/// client's data goes to the local output and the local input is broadcast to all of them.
+async fn serve_many(
+    listener: net::Listener,
+    server: ServerOptions,
+    relay: RelayOptions,
+    attach: Attach,
+    shutdown: CancellationToken,
+) {
+    let relay = Arc::new(relay);
+    match attach {
+        Attach::Exec(spec) => {
+            let spec = Arc::new(spec);
+            net::serve(listener, server, shutdown, move |conn| {
+                let spec = spec.clone();
+                let relay = relay.clone();
+                async move {
+                    let peer = conn.peer.to_string();
+                    tracing::info!(%peer, "connected");
+                    let stop = conn.shutdown.clone();
+                    log_end(&peer, exec_conn(conn, &spec, &relay, &stop).await);
+                }
+            })
+            .await
+        }
+        Attach::Io(Local {
+            input,
+            output,
+            flushed,
+        }) => {
+            let broker = Arc::new(Broker::default());
+            if !relay.recv_only {
+                tokio::spawn(broker.clone().run(input));
+            }
+            {
+                let output = output.clone();
+                net::serve(listener, server, shutdown, move |conn| {
+                    let broker = broker.clone();
+                    let relay = relay.clone();
+                    let output = output.clone();
+                    async move { broker_conn(conn, &broker, output, &relay).await }
+                })
+                .await;
+            }
+            drop(output);
+            flushed.wait().await;
+        }
+    }
+}
+
+async fn broker_conn(
+    conn: Conn,
+    broker: &Arc<Broker>,
+    output: mpsc::Sender<bytes::Bytes>,
+    relay: &RelayOptions,
+) {
+    let peer = conn.peer.to_string();
+    tracing::info!(%peer, "connected");
+    // Cancelled by the server's shutdown, or by the broker when this client stops reading.
+    let stop = conn.shutdown.child_token();
+    let (input, _member) = if relay.recv_only {
+        // Never read; not a member, so stdin is not held back for it.
+        (mpsc::channel(1).1, None)
+    } else {
+        let (input, member) = broker.join(peer.clone(), stop.clone());
+        (input, Some(member))
+    };
+    let sides = Sides {
+        input,
+        output,
+        command: false,
+    };
+    // Several clients share one terminal: a person typing must not end everybody's session when
+    // one client leaves, so the per-connection "peer EOF ends" rule does not apply here.
+    let opts = RelayOptions {
+        peer_eof_ends: false,
+        ..relay.clone()
+    };
+    let result = relay_stream(conn.stream, sides, &opts, opts.crlf, &peer, &stop).await;
+    log_end(&peer, result);
+}
+
+/// Runs the command for one accepted connection.
+async fn exec_conn(
+    conn: Conn,
+    spec: &ExecSpec,
+    relay: &RelayOptions,
+    stop: &CancellationToken,
+) -> Result<Ended, NetError> {
+    let peer = conn.peer.to_string();
+    let info = ConnInfo::of_stream(&conn.stream, &conn.peer);
+    let session = exec::spawn(spec, &info)?;
+    let opts = command_options(relay);
+    let result = relay_stream(conn.stream, session.sides, &opts, false, &peer, stop).await;
+    session.guard.finish().await;
+    result
+}
+
+fn log_end(peer: &str, result: Result<Ended, NetError>) {
+    match result {
+        Ok(_) => tracing::info!(%peer, "closed"),
+        Err(e) => tracing::warn!(%peer, error = %e, "connection failed"),
+    }
+}

@@ -1,0 +1,88 @@
+//! `sockit connect` / `sockit listen`: the netcat. Bytes from a local side (stdin/stdout, or a
+//! command run per connection) are relayed to and from a socket (TCP, TLS, Unix or UDP), unchanged.
+//!
+//! The semantics follow ncat where ncat is right and fix it where it is not:
+//! - both directions run at once; at the end of the local input the socket's write side is
+//!   half-closed (TLS: `close_notify`) and the relay keeps reading until the peer closes, so a
+//!   request piped in still gets its answer (ncat issue #1229);
+//! - a command run with `--exec`/`--sh-exec` talks to the socket through pipes, never holds the
+//!   socket itself, and is killed and reaped with its process group when the connection ends
+//!   (ncat issue #2843);
+//! - `listen -k` serves many clients at once, prints what each sends and broadcasts stdin to all of
+//!   them without letting one slow client stall the others or the accept loop;
+//! - `listen -u` takes datagrams from any number of peers (ncat: one).
+//!
+//! Layout: [`Local`] is the local side as two channels of byte chunks (`local`), `pump` relays one
+//! stream, `datagram` relays UDP, `exec` runs commands, `broker` fans stdin out to many clients,
+//! [`connect`] and [`RelayServer`] tie them together.
+
+mod broker;
+mod connect;
+mod crlf;
+mod datagram;
+mod exec;
+mod listen;
+mod local;
+mod pump;
+
+use std::time::Duration;
+
+pub use connect::{connect, ConnectConfig};
+pub use exec::ExecSpec;
+pub use listen::{ListenConfig, RelayServer, DEFAULT_LISTEN};
+pub use local::Local;
+
+/// Largest chunk read from the local side or a stream socket at once. Large reads keep bulk
+/// transfers cheap; interactive input still goes out as soon as a read returns.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Largest datagram sent: a local chunk bigger than this goes out as several datagrams.
+pub const DATAGRAM_CHUNK: usize = 8 * 1024;
+
+/// How long a UDP relay keeps receiving after the end of its input when no idle timeout is set.
+pub const UDP_LINGER: Duration = Duration::from_secs(2);
+
+/// How the bytes of one connection flow; the flags are ncat's.
+#[derive(Debug, Clone, Default)]
+pub struct RelayOptions {
+    /// Only send: what the peer sends is read and dropped, and the relay ends with the input.
+    pub send_only: bool,
+    /// Only receive: the local input is not read.
+    pub recv_only: bool,
+    /// Do not half-close the socket at the end of the input.
+    pub no_shutdown: bool,
+    /// End the connection (as a failure) after this long without traffic either way. Over UDP it
+    /// is also how long to keep receiving after the input ends (default [`UDP_LINGER`]).
+    pub idle_timeout: Option<Duration>,
+    /// Turn LF into CRLF in what is sent from the local input (not from a command's output).
+    pub crlf: bool,
+    /// End as soon as the peer closes, without waiting for the end of the input. The CLI sets this
+    /// when stdin is a terminal: a person is typing, and nothing is left to deliver.
+    pub peer_eof_ends: bool,
+}
+
+/// What a connection is attached to on this side.
+pub enum Attach {
+    /// Local input and output (usually stdin and stdout).
+    Io(Local),
+    /// A command, started afresh for every connection (for every peer, over UDP).
+    Exec(ExecSpec),
+}
+
+impl std::fmt::Debug for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attach::Io(_) => f.write_str("Attach::Io"),
+            Attach::Exec(spec) => f.debug_tuple("Attach::Exec").field(spec).finish(),
+        }
+    }
+}
+
+/// How a relay ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Every byte was relayed and both sides closed (or the server was stopped while idle).
+    Finished,
+    /// Stopped by the shutdown signal in the middle of a relay.
+    Interrupted,
+}

@@ -1,0 +1,237 @@
+//! Relays one stream connection (TCP, TLS, Unix) and its local side, both directions at once, with
+//! ncat's half-close rules: at the end of the input the socket's write side is shut down (TLS sends
+//! `close_notify` first) and reading goes on until the peer closes.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::crlf::Crlf;
+use super::{Ended, RelayOptions, CHUNK};
+use crate::net::{NetError, Stream};
+
+/// The local side of one connection, as the pump sees it.
+pub(crate) struct Sides {
+    /// Chunks to send; the channel's end is the end of the input.
+    pub input: mpsc::Receiver<Bytes>,
+    /// Where received chunks go.
+    pub output: mpsc::Sender<Bytes>,
+    /// The local side is a command rather than a person or a pipe: when it stops taking input
+    /// (it exited, or closed its stdin) the peer's data is read and dropped while the command's
+    /// output still flows. For stdout, a closed output ends the relay, as SIGPIPE ends ncat.
+    pub command: bool,
+}
+
+/// Records when bytes last moved either way, for the idle timeout. Atomic because the two
+/// directions are separate futures of one task that must stay `Send`.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Completes once nothing has moved for `timeout`; never with `None`.
+    pub(crate) async fn idle_for(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let due = self.last() + timeout;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// The error for a connection that went quiet for longer than `-i` allows.
+pub(crate) fn idle_error(peer: &str, after: Duration) -> NetError {
+    NetError::io(
+        format!("connection with {peer} idle for {after:?} (-i)"),
+        io::Error::from(io::ErrorKind::TimedOut),
+    )
+}
+
+enum RecvEnd {
+    /// The peer closed its write side.
+    PeerClosed,
+    /// The local output closed (stdout's reader went away).
+    LocalClosed,
+}
+
+/// Relays `stream` and `sides` until both directions are done (see [`RelayOptions`] for the
+/// variations), the connection fails, it idles out, or `stop` is cancelled.
+pub(crate) async fn relay_stream(
+    stream: Stream,
+    sides: Sides,
+    opts: &RelayOptions,
+    crlf: bool,
+    peer: &str,
+    stop: &CancellationToken,
+) -> Result<Ended, NetError> {
+    let tls = matches!(stream, Stream::TlsServer(_) | Stream::TlsClient(_));
+    let Sides {
+        mut input,
+        output,
+        command,
+    } = sides;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let activity = Activity::new();
+    let mut shut = false;
+
+    let result = {
+        let send = send_half(&mut wr, &mut input, !opts.no_shutdown, crlf, &activity);
+        let recv = recv_half(&mut rd, output, !opts.send_only, command, tls, &activity);
+        tokio::pin!(send, recv);
+        let idle = activity.idle_for(opts.idle_timeout);
+        tokio::pin!(idle);
+        // `--recv-only` never reads the input and so never half-closes.
+        let mut send_done = opts.recv_only;
+        let mut recv_done = false;
+        let mut peer_closed = false;
+        loop {
+            if send_done && recv_done {
+                break Ok(Ended::Finished);
+            }
+            tokio::select! {
+                r = &mut send, if !send_done => {
+                    send_done = true;
+                    match r {
+                        Ok(()) => {
+                            shut = !opts.no_shutdown;
+                            if opts.send_only {
+                                break Ok(Ended::Finished);
+                            }
+                        }
+                        // The peer closed and then refused more data: it has finished the
+                        // conversation, which is not a failure of ours.
+                        Err(e) if peer_closed => {
+                            tracing::debug!(%peer, error = %e, "peer stopped reading after closing");
+                            break Ok(Ended::Finished);
+                        }
+                        Err(e) => break Err(NetError::io(format!("sending to {peer}"), e)),
+                    }
+                }
+                r = &mut recv, if !recv_done => {
+                    recv_done = true;
+                    match r {
+                        Ok(RecvEnd::PeerClosed) => {
+                            peer_closed = true;
+                            tracing::debug!(%peer, "peer closed its side");
+                            if opts.recv_only || opts.peer_eof_ends {
+                                break Ok(Ended::Finished);
+                            }
+                        }
+                        Ok(RecvEnd::LocalClosed) => break Ok(Ended::Finished),
+                        Err(e) => break Err(NetError::io(format!("receiving from {peer}"), e)),
+                    }
+                }
+                _ = &mut idle => {
+                    break Err(idle_error(peer, opts.idle_timeout.unwrap_or_default()));
+                }
+                _ = stop.cancelled() => break Ok(Ended::Interrupted),
+            }
+        }
+    };
+
+    if !shut {
+        // Close politely (TLS close_notify, then FIN) but never wait long on a broken peer.
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    }
+    result
+}
+
+async fn send_half<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    input: &mut mpsc::Receiver<Bytes>,
+    shutdown: bool,
+    crlf: bool,
+    activity: &Activity,
+) -> io::Result<()> {
+    let mut conv = crlf.then(Crlf::default);
+    while let Some(chunk) = input.recv().await {
+        activity.touch();
+        let chunk = match &mut conv {
+            Some(c) => c.apply(&chunk),
+            None => chunk,
+        };
+        wr.write_all(&chunk).await?;
+        // TLS holds records until flushed; flush when no more input is waiting to batch with.
+        if input.is_empty() {
+            wr.flush().await?;
+        }
+        activity.touch();
+    }
+    wr.flush().await?;
+    if shutdown {
+        wr.shutdown().await?;
+    }
+    Ok(())
+}
+
+async fn recv_half<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    output: mpsc::Sender<Bytes>,
+    mut deliver: bool,
+    command: bool,
+    tls: bool,
+    activity: &Activity,
+) -> io::Result<RecvEnd> {
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    loop {
+        buf.reserve(CHUNK);
+        let n = match rd.read_buf(&mut buf).await {
+            Ok(0) => return Ok(RecvEnd::PeerClosed),
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify (many do) has still said it is done.
+            Err(e) if tls && e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!("TLS peer closed without close_notify");
+                return Ok(RecvEnd::PeerClosed);
+            }
+            Err(e) => return Err(e),
+        };
+        activity.touch();
+        if !deliver {
+            buf.clear();
+            continue;
+        }
+        // Small reads are copied so the 64 KiB buffer is reused; large ones are handed over whole.
+        let chunk = if n < CHUNK / 4 {
+            let c = Bytes::copy_from_slice(&buf);
+            buf.clear();
+            c
+        } else {
+            buf.split().freeze()
+        };
+        if output.send(chunk).await.is_err() {
+            if !command {
+                return Ok(RecvEnd::LocalClosed);
+            }
+            deliver = false;
+        }
+    }
+}

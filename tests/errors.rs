@@ -1,0 +1,325 @@
+//! Every way `connect`/`listen` can fail gives one clear line on stderr and a meaningful exit code:
+//! 1 for failures at run time (refused, unreachable, timed out, address in use, permission denied,
+//! a TLS peer that is not trusted), 2 for addresses sockit cannot understand.
+
+#[path = "relay_util/mod.rs"]
+mod util;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// Runs sockit with no input and returns (exit code, stderr).
+fn fails(args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    let (status, _, err) = run(cmd, b"", PATIENCE);
+    (code(status), err)
+}
+
+fn code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {status:?}"))
+}
+
+/// The error is exactly one line starting with `sockit: `.
+fn assert_one_line(err: &str) {
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
+    assert!(lines[0].starts_with("sockit: "), "{err}");
+}
+
+#[test]
+fn connection_refused() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (code, err) = fails(&["connect", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to 127.0.0.1:{port}: connection refused"
+        )),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
+fn udp_port_unreachable_is_refused() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new(BIN);
+    cmd.args(["connect", "-u", &format!("127.0.0.1:{port}")]);
+    let (status, _, err) = run(cmd, b"anyone?\n", PATIENCE);
+    assert_eq!(code(status), 1, "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert_one_line(&err);
+}
+
+/// A fresh network namespace has only `lo`, and it is down: nothing is reachable.
+#[test]
+fn network_unreachable() {
+    let probe = Command::new("unshare")
+        .args(["-n", "true"])
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            eprintln!(
+                "SKIPPED network_unreachable: `unshare -n` is not permitted here ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("SKIPPED network_unreachable: cannot run unshare ({e})");
+            return;
+        }
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", BIN, "connect", "127.0.0.1:9"]);
+    let (status, _, err) = run(cmd, b"", PATIENCE);
+    assert_eq!(code(status), 1, "{err}");
+    assert!(
+        err.contains("cannot connect to 127.0.0.1:9: network unreachable"),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+/// A listener that never accepts and whose backlog is full drops new SYNs: `-w` must give up.
+#[test]
+fn connect_timeout() {
+    let (_py, port) = python(
+        r#"
+import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(0)
+print(l.getsockname()[1], flush=True)
+time.sleep(60)
+"#,
+    );
+    // Fill the accept queue (backlog 0 holds one) with connections nobody accepts.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (code, err) = fails(&["connect", "-w", "1s", &format!("127.0.0.1:{port}")]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to 127.0.0.1:{port}: timed out after 1s"
+        )),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "gave up after {took:?}, before -w"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
+fn address_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (code, err) = fails(&["listen", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: address already in use"
+        )),
+        "{err}"
+    );
+    assert_one_line(&err);
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let (code, err) = fails(&["listen", "-u", &format!("127.0.0.1:{port}")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("address already in use"), "{err}");
+}
+
+/// Whether user `nobody` can run `path` (every directory above it searchable by others).
+fn others_can_run(path: &Path) -> bool {
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    if mode(path) & 0o005 != 0o005 {
+        return false;
+    }
+    path.ancestors()
+        .skip(1)
+        .all(|dir| dir.as_os_str().is_empty() || mode(dir) & 0o001 != 0)
+}
+
+/// Ports below 1024 need privileges: run as `nobody` (uid 65534) and bind port 80.
+#[test]
+fn permission_denied() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("SKIPPED permission_denied: needs root to switch to an unprivileged user");
+        return;
+    }
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1024);
+    if start <= 80 {
+        eprintln!("SKIPPED permission_denied: unprivileged users may bind port 80 here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin: PathBuf = if others_can_run(Path::new(BIN)) {
+        BIN.into()
+    } else {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.path().join("sockit");
+        std::fs::copy(BIN, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            others_can_run(&copy),
+            "{} is not reachable by others",
+            copy.display()
+        );
+        copy
+    };
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["listen", "127.0.0.1:80"])
+        .current_dir("/");
+    let (status, _, err) = run(cmd, b"", PATIENCE);
+    assert_eq!(code(status), 1, "{err}");
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:80: permission denied"),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+#[test]
+fn bad_address_syntax_is_a_usage_error() {
+    for args in [
+        &["connect", "nohost"][..],
+        &["connect", "::1:80"],
+        &["connect", "127.0.0.1:99999"],
+        &["connect", "[::1]80"],
+        &["connect", "example.com", "http"],
+        &["listen", "99999"],
+        &["listen", "unix:"],
+    ] {
+        let (code, err) = fails(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("bad address"), "{args:?}: {err}");
+        assert_one_line(&err);
+    }
+}
+
+/// The listener's self-signed certificate is not trusted by the system roots.
+#[test]
+fn tls_unknown_issuer_is_refused() {
+    let (_server, addr) = listen(&["-k", "--tls"], "127.0.0.1:0");
+    let (code, err) = fails(&["connect", "--tls", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("TLS with {addr} failed: invalid peer certificate")),
+        "{err}"
+    );
+    assert!(err.contains("--tls-fingerprint"), "no hint: {err}");
+    assert_one_line(&err);
+}
+
+/// A pinned fingerprint that does not match is refused.
+#[test]
+fn tls_wrong_fingerprint_is_refused() {
+    let (_server, addr) = listen(&["-k", "--tls"], "127.0.0.1:0");
+    let wrong = "AB".repeat(32);
+    let (code, err) = fails(&["connect", "--tls-fingerprint", &wrong, &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not match the pinned one"), "{err}");
+    assert_one_line(&err);
+}
+
+/// A TLS client talking to a plain TCP server fails cleanly rather than hanging.
+#[test]
+fn tls_to_a_plain_server_fails() {
+    let (_server, addr) = listen(&["-k", "-e", "cat"], "127.0.0.1:0");
+    let (code, err) = fails(&["connect", "--tls", "-w", "5s", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("TLS with {addr} failed")) || err.contains("timed out"),
+        "{err}"
+    );
+}
+
+/// `-i` ends a silent connection as a failure.
+#[test]
+fn idle_timeout_ends_a_silent_connection() {
+    let (_server, addr) = listen(&["-k", "--recv-only"], "127.0.0.1:0");
+    let mut cmd = util::sockit(&["connect", "-i", "500ms", &addr]);
+    cmd.stdin(Stdio::piped());
+    let mut p = Proc::spawn(cmd);
+    // stdin stays open: only the idle timeout can end this.
+    let status = p.wait_exit(PATIENCE);
+    let err = p.stderr();
+    assert_eq!(code(status), 1, "{err}");
+    assert!(err.contains("idle for 500ms"), "{err}");
+    assert_one_line(&err);
+}
+
+#[test]
+fn missing_command_is_reported_at_start() {
+    let (code, err) = fails(&["listen", "-e", "no-such-program-for-sockit", "127.0.0.1:0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot run \"no-such-program-for-sockit\""),
+        "{err}"
+    );
+    assert_one_line(&err);
+}
+
+/// A connection that is reset mid-transfer is a failure (exit 1), not a quiet success.
+#[test]
+fn reset_by_peer_is_a_failure() {
+    let (_py, port) = python(
+        r#"
+import socket, struct
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+print(l.getsockname()[1], flush=True)
+c, _ = l.accept()
+c.recv(10)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+c.close()
+"#,
+    );
+    let mut cmd = util::sockit(&["connect", &format!("127.0.0.1:{port}")]);
+    cmd.stdin(Stdio::piped());
+    let mut p = Proc::spawn(cmd);
+    let mut sin = p.child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut sin, b"x").unwrap();
+    let status = p.wait_exit(PATIENCE);
+    let err = p.stderr();
+    assert_eq!(code(status), 1, "{err}");
+    assert!(err.contains("connection reset by peer"), "{err}");
+    assert_one_line(&err);
+    drop(sin);
+}
