@@ -240,7 +240,13 @@ impl ClientTls {
 /// Turns a handshake error into a phrase with the flag that would help.
 pub fn explain_tls_error(err: &std::io::Error) -> String {
     let text = err.to_string();
-    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+    if text.contains("CaUsedAsEndEntity") {
+        "the server presented a CA certificate as its own certificate (serve a leaf certificate signed by that CA)".into()
+    } else if text.contains("NotValidForName") {
+        format!("{text} (the certificate does not name this host; try --tls-servername NAME)")
+    } else if text.contains("Expired") {
+        format!("{text} (the server's certificate has expired)")
+    } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         format!("{text} (trust it with --tls-ca FILE or --tls-fingerprint, or skip checks with --insecure)")
     } else if text.contains("fingerprint") {
         text
