@@ -16,6 +16,7 @@ pub mod sequencer;
 pub mod session;
 pub mod store;
 mod stream;
+pub mod web;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -112,6 +113,8 @@ pub struct ChatConfig {
     pub settings: ChatSettings,
     pub history: History,
     pub server: ServerOptions,
+    /// Also serve the chat to browsers (`--web`), with `server`'s limits and TLS.
+    pub web: Option<web::WebConfig>,
 }
 
 /// Why a chat server could not start.
@@ -130,6 +133,7 @@ pub struct ChatServer {
     settings: Arc<ChatSettings>,
     server: ServerOptions,
     sequencer: std::thread::JoinHandle<()>,
+    web: Option<web::WebGateway>,
 }
 
 impl std::fmt::Debug for ChatServer {
@@ -151,6 +155,10 @@ impl ChatServer {
             ),
         };
         let listener = Listener::bind(&config.endpoint).await?;
+        let web = match config.web {
+            Some(w) => Some(web::WebGateway::bind(w, &config.server).await?),
+            None => None,
+        };
         let settings = Arc::new(config.settings);
         let shared = hub::Shared::new(settings.replay, settings.announce_max);
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
@@ -166,12 +174,18 @@ impl ChatServer {
             settings,
             server: config.server,
             sequencer,
+            web,
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> LocalAddr {
         self.listener.local_addr()
+    }
+
+    /// The bound address of the web page (`--web`), if any.
+    pub fn web_addr(&self) -> Option<LocalAddr> {
+        self.web.as_ref().map(|w| w.local_addr())
     }
 
     /// A handle to the hub, for other front doors (a WebSocket gateway) to join the same rooms.
@@ -184,11 +198,19 @@ impl ChatServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let hub = self.hub;
         let settings = self.settings;
+        let web = self
+            .web
+            .map(|w| w.run(hub.clone(), settings.clone(), shutdown.clone()));
         let session_hub = hub.clone();
-        net::serve(self.listener, self.server, shutdown, move |conn| {
+        let tcp = net::serve(self.listener, self.server, shutdown, move |conn| {
             stream::run(conn, session_hub.clone(), settings.clone())
-        })
-        .await;
+        });
+        match web {
+            Some(web) => {
+                tokio::join!(tcp, web);
+            }
+            None => tcp.await,
+        }
         // The sequencer ends when the last hub handle is gone; wait so history is complete.
         drop(hub);
         let sequencer = self.sequencer;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use sockit::chat::web::{OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
 use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
-use sockit::net::{self, Endpoint};
+use sockit::net::{self, Endpoint, LocalAddr};
 
 use super::common::{parse_count, parse_duration, parse_endpoint, ServerArgs};
 
@@ -16,6 +17,7 @@ pub const EXAMPLES: &str = "Examples:
   sockit chat --no-history --rate 2 --max-line 512
   sockit chat --encoding gbk           for terminals that speak GBK
   sockit chat --tls                    TLS (self-signed; fingerprint printed)
+  sockit chat --web                    and the page on http://127.0.0.1:9080/ for browsers
 Join with: nc 127.0.0.1 9003   (or telnet 127.0.0.1 9003)";
 
 /// The character set plain clients use.
@@ -96,6 +98,17 @@ pub struct ChatArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
     pub line_pause: Duration,
 
+    /// Also serve the chat to browsers: the page at http://ADDR/ and its WebSocket at /ws
+    /// (https and wss with --tls) [ADDR default: 127.0.0.1:9080]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_WEB_ADDR,
+          value_parser = parse_endpoint)]
+    pub web: Option<Endpoint>,
+
+    /// Let pages from this origin (https://host[:port]) use the chat's WebSocket too; the chat's
+    /// own page always may (repeatable)
+    #[arg(long, value_name = "URL", requires = "web")]
+    pub web_origin: Vec<String>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -142,11 +155,19 @@ impl ChatArgs {
                 full_sync: self.fsync,
             }
         };
+        let web = match &self.web {
+            Some(endpoint) => Some(WebConfig {
+                endpoint: endpoint.clone(),
+                origins: OriginPolicy::new(&self.web_origin).map_err(anyhow::Error::msg)?,
+            }),
+            None => None,
+        };
         Ok(ChatConfig {
             endpoint,
             settings,
             history,
             server,
+            web,
         })
     }
 }
@@ -162,6 +183,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         History::None => "no history".to_string(),
         History::Sqlite { path, .. } => format!("history in {}", path.display()),
     };
+    let tls = config.server.tls.is_some();
     let shutdown = net::on_signals()?;
     let server = ChatServer::bind(config).await?;
     let addr = server.local_addr();
@@ -170,6 +192,19 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     if let Some(inet) = addr.inet() {
         eprintln!("sockit chat: join with: nc {} {}", inet.ip(), inet.port());
     }
+    if let Some(web) = server.web_addr() {
+        eprintln!("sockit chat: web page at {}", page_url(&web, tls));
+    }
     server.run(shutdown).await;
     Ok(())
+}
+
+/// Where a browser finds the page.
+fn page_url(addr: &LocalAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    match addr {
+        LocalAddr::Inet(a) => format!("{scheme}://{a}/"),
+        // Browsers cannot open Unix sockets; a reverse proxy in front can.
+        LocalAddr::Unix(path) => format!("{scheme} on unix:{}", path.display()),
+    }
 }
