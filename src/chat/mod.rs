@@ -4,7 +4,8 @@
 //! The hub has three seams, so a shared store or another protocol slots in without touching the
 //! rest: where events are ordered and stored ([`sequencer`] + [`store::Store`]), how they reach
 //! local members ([`hub`]'s fan-out into each client's bounded [`outbox`]), and how clients speak
-//! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line).
+//! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line; [`web`] carries
+//! the JSON lines over WebSocket for the browser page).
 
 mod command;
 pub mod event;

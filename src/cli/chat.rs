@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use sockit::chat::web::{OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
+use sockit::chat::web::{Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
 use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
 use sockit::net::{self, Endpoint, LocalAddr};
 
@@ -106,7 +106,7 @@ pub struct ChatArgs {
 
     /// Let pages from this origin (https://host[:port]) use the chat's WebSocket too; the chat's
     /// own page always may (repeatable)
-    #[arg(long, value_name = "URL", requires = "web")]
+    #[arg(long, value_name = "URL", requires = "web", value_parser = parse_origin)]
     pub web_origin: Vec<String>,
 
     #[command(flatten)]
@@ -197,6 +197,16 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     }
     server.run(shutdown).await;
     Ok(())
+}
+
+/// Checks a `--web-origin` while parsing, so a bad one is a usage error.
+fn parse_origin(text: &str) -> Result<String, String> {
+    match Origin::parse(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "{text:?} is not an origin (try https://chat.example.org)"
+        )),
+    }
 }
 
 /// Where a browser finds the page.

@@ -134,6 +134,7 @@
 
   function closed(ev) {
     clearInterval(st.roomsTimer);
+    st.roomsTimer = 0;
     if (st.openedAt && Date.now() - st.openedAt >= HEALTHY_MS) st.attempts = 0;
     st.openedAt = 0;
     st.silent.members = 0;
@@ -241,10 +242,13 @@
           // Our own join follows the room's replayed history.
           st.replaying = false;
           st.wantRoom = m.room;
+          // Each costs a line of the rate limit (5/s, bursts of 10): the member list is asked
+          // for once per room, the room list once per connection and then once a minute.
           quietly('members', '/who');
-          quietly('rooms', '/rooms');
-          clearInterval(st.roomsTimer);
-          st.roomsTimer = setInterval(() => quietly('rooms', '/rooms'), ROOMS_REFRESH_MS);
+          if (!st.roomsTimer) {
+            quietly('rooms', '/rooms');
+            st.roomsTimer = setInterval(() => quietly('rooms', '/rooms'), ROOMS_REFRESH_MS);
+          }
           notice(m, `you joined #${m.room}`);
         } else {
           notice(m, `${m.nick} joined #${m.room}`);
