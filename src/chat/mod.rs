@@ -4,7 +4,8 @@
 //! The hub has three seams, so a shared store or another protocol slots in without touching the
 //! rest: where events are ordered and stored ([`sequencer`] + [`store::Store`]), how they reach
 //! local members ([`hub`]'s fan-out into each client's bounded [`outbox`]), and how clients speak
-//! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line).
+//! ([`wire`]: plain UTF-8/GBK lines, or JSON lines negotiated on the first line; [`web`] carries
+//! the JSON lines over WebSocket for the browser page).
 
 pub mod client;
 mod command;
@@ -17,6 +18,7 @@ pub mod sequencer;
 pub mod session;
 pub mod store;
 mod stream;
+pub mod web;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -113,6 +115,8 @@ pub struct ChatConfig {
     pub settings: ChatSettings,
     pub history: History,
     pub server: ServerOptions,
+    /// Also serve the chat to browsers (`--web`), with `server`'s limits and TLS.
+    pub web: Option<web::WebConfig>,
 }
 
 /// Why a chat server could not start.
@@ -131,6 +135,7 @@ pub struct ChatServer {
     settings: Arc<ChatSettings>,
     server: ServerOptions,
     sequencer: std::thread::JoinHandle<()>,
+    web: Option<web::WebGateway>,
 }
 
 impl std::fmt::Debug for ChatServer {
@@ -152,6 +157,10 @@ impl ChatServer {
             ),
         };
         let listener = Listener::bind(&config.endpoint).await?;
+        let web = match config.web {
+            Some(w) => Some(web::WebGateway::bind(w, &config.server).await?),
+            None => None,
+        };
         let settings = Arc::new(config.settings);
         let shared = hub::Shared::new(settings.replay, settings.announce_max);
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
@@ -167,12 +176,18 @@ impl ChatServer {
             settings,
             server: config.server,
             sequencer,
+            web,
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> LocalAddr {
         self.listener.local_addr()
+    }
+
+    /// The bound address of the web page (`--web`), if any.
+    pub fn web_addr(&self) -> Option<LocalAddr> {
+        self.web.as_ref().map(|w| w.local_addr())
     }
 
     /// A handle to the hub, for other front doors (a WebSocket gateway) to join the same rooms.
@@ -185,11 +200,19 @@ impl ChatServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let hub = self.hub;
         let settings = self.settings;
+        let web = self
+            .web
+            .map(|w| w.run(hub.clone(), settings.clone(), shutdown.clone()));
         let session_hub = hub.clone();
-        net::serve(self.listener, self.server, shutdown, move |conn| {
+        let tcp = net::serve(self.listener, self.server, shutdown, move |conn| {
             stream::run(conn, session_hub.clone(), settings.clone())
-        })
-        .await;
+        });
+        match web {
+            Some(web) => {
+                tokio::join!(tcp, web);
+            }
+            None => tcp.await,
+        }
         // The sequencer ends when the last hub handle is gone; wait so history is complete.
         drop(hub);
         let sequencer = self.sequencer;

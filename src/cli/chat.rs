@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use sockit::chat::client::{self, ClientConfig, ClientError};
+use sockit::chat::web::{Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
 use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
-use sockit::net::{self, Endpoint};
+use sockit::net::{self, Endpoint, LocalAddr};
 
 use super::common::{parse_count, parse_duration, parse_endpoint, ClientArgs, ServerArgs};
 
@@ -17,6 +18,7 @@ pub const EXAMPLES: &str = "Examples:
   sockit chat --no-history --rate 2 --max-line 512
   sockit chat --encoding gbk           for terminals that speak GBK
   sockit chat --tls                    TLS (self-signed; fingerprint printed)
+  sockit chat --web                    and the page on http://127.0.0.1:9080/ for browsers
 Join with: sockit chat join 127.0.0.1:9003 --nick ann   (or nc 127.0.0.1 9003)";
 
 pub const JOIN_EXAMPLES: &str = "Examples:
@@ -108,6 +110,17 @@ pub struct ChatArgs {
     /// message with no newline and wait)
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
     pub line_pause: Duration,
+
+    /// Also serve the chat to browsers: the page at http://ADDR/ and its WebSocket at /ws
+    /// (https and wss with --tls) [ADDR default: 127.0.0.1:9080]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_WEB_ADDR,
+          value_parser = parse_endpoint)]
+    pub web: Option<Endpoint>,
+
+    /// Let pages from this origin (https://host[:port]) use the chat's WebSocket too; the chat's
+    /// own page always may (repeatable)
+    #[arg(long, value_name = "URL", requires = "web", value_parser = parse_origin)]
+    pub web_origin: Vec<String>,
 
     #[command(flatten)]
     pub server: ServerArgs,
@@ -234,11 +247,19 @@ impl ChatArgs {
                 full_sync: self.fsync,
             }
         };
+        let web = match &self.web {
+            Some(endpoint) => Some(WebConfig {
+                endpoint: endpoint.clone(),
+                origins: OriginPolicy::new(&self.web_origin).map_err(anyhow::Error::msg)?,
+            }),
+            None => None,
+        };
         Ok(ChatConfig {
             endpoint,
             settings,
             history,
             server,
+            web,
         })
     }
 }
@@ -257,6 +278,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         History::None => "no history".to_string(),
         History::Sqlite { path, .. } => format!("history in {}", path.display()),
     };
+    let tls = config.server.tls.is_some();
     let shutdown = net::on_signals()?;
     let server = ChatServer::bind(config).await?;
     let addr = server.local_addr();
@@ -265,6 +287,29 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     if let Some(inet) = addr.inet() {
         eprintln!("sockit chat: join with: nc {} {}", inet.ip(), inet.port());
     }
+    if let Some(web) = server.web_addr() {
+        eprintln!("sockit chat: web page at {}", page_url(&web, tls));
+    }
     server.run(shutdown).await;
     Ok(())
+}
+
+/// Checks a `--web-origin` while parsing, so a bad one is a usage error.
+fn parse_origin(text: &str) -> Result<String, String> {
+    match Origin::parse(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "{text:?} is not an origin (try https://chat.example.org)"
+        )),
+    }
+}
+
+/// Where a browser finds the page.
+fn page_url(addr: &LocalAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    match addr {
+        LocalAddr::Inet(a) => format!("{scheme}://{a}/"),
+        // Browsers cannot open Unix sockets; a reverse proxy in front can.
+        LocalAddr::Unix(path) => format!("{scheme} on unix:{}", path.display()),
+    }
 }

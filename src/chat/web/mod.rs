@@ -1,0 +1,274 @@
+//! `sockit chat --web`: the chat in a browser. One HTTP listener serves the page at `/` (HTML, JS
+//! and CSS compiled into the binary; nothing is fetched from elsewhere) and a WebSocket at `/ws`
+//! whose clients are members of the same hub as the TCP clients.
+//!
+//! Connections are accepted by the net layer ([`net::serve`]), so allow/deny, `--max-conns`, TLS
+//! (the page then loads over https and the socket is wss) and the shutdown drain work as for every
+//! other sockit server; each accepted stream is handed to hyper, which routes requests through an
+//! axum [`Router`] and upgrades `/ws` requests ([`gateway`] runs the chat session over the socket).
+
+mod gateway;
+mod origin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use origin::{Origin, OriginPolicy};
+
+use super::hub::ChatHub;
+use super::ChatSettings;
+use crate::net::{self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions};
+
+/// Where `--web` listens when given no address (clear of echo 9001/9002, chat 9003, http 8080,
+/// recv 6000 and daytime 9999).
+pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:9080";
+
+/// A request whose headers take longer than this is dropped (slowloris); it also bounds how long
+/// an idle keep-alive connection holds a connection slot.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head accepted (hyper answers 431 beyond it).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Sent instead of the chat's plain-text "server full" line: this listener speaks HTTP.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 38\r\nconnection: close\r\nretry-after: 5\r\n\r\nthe server is full; try again later.\r\n";
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+const ICON_SVG: &str = include_str!("assets/icon.svg");
+
+/// The page may load only its own script and style and talk only to its own server.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A validated `--web` configuration. TLS and the connection limits are the chat server's own
+/// ([`super::ChatConfig::server`]).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub endpoint: Endpoint,
+    /// Page origins allowed to open the WebSocket besides the server's own.
+    pub origins: OriginPolicy,
+}
+
+/// The bound web listener.
+#[derive(Debug)]
+pub struct WebGateway {
+    listener: Listener,
+    origins: OriginPolicy,
+    server: ServerOptions,
+}
+
+/// What every request handler shares.
+struct Web {
+    hub: ChatHub,
+    settings: Arc<ChatSettings>,
+    origins: OriginPolicy,
+    tls: bool,
+}
+
+/// One HTTP connection: who it is, and the WebSocket session it may turn into.
+struct ConnInfo {
+    peer: PeerAddr,
+    shutdown: CancellationToken,
+    idle_timeout: Option<Duration>,
+    /// The chat session of an upgraded connection; the connection handler waits for it, so the
+    /// net layer's slot and drain cover the whole session.
+    sessions: TaskTracker,
+    /// Cancelled if the connection handler is dropped (the drain ran out): sessions stop too.
+    gone: CancellationToken,
+}
+
+#[derive(Clone)]
+struct AppState {
+    web: Arc<Web>,
+    conn: Arc<ConnInfo>,
+}
+
+impl WebGateway {
+    /// Binds the web listener with the chat server's limits and TLS.
+    pub async fn bind(config: WebConfig, server: &ServerOptions) -> Result<Self, NetError> {
+        let listener = Listener::bind(&config.endpoint).await?;
+        let mut server = server.clone();
+        // A plain-text refusal is only readable before a TLS handshake that never happened.
+        server.busy_message = server
+            .tls
+            .is_none()
+            .then(|| bytes::Bytes::from_static(BUSY));
+        Ok(WebGateway {
+            listener,
+            origins: config.origins,
+            server,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> LocalAddr {
+        self.listener.local_addr()
+    }
+
+    /// Whether the page is served over https (and the socket is wss).
+    pub fn is_tls(&self) -> bool {
+        self.server.tls.is_some()
+    }
+
+    /// Serves the page and the WebSocket until `shutdown`; WebSocket clients are told the server
+    /// is stopping and get a close frame.
+    pub async fn run(self, hub: ChatHub, settings: Arc<ChatSettings>, shutdown: CancellationToken) {
+        let web = Arc::new(Web {
+            hub,
+            settings,
+            origins: self.origins,
+            tls: self.server.tls.is_some(),
+        });
+        let router = routes();
+        net::serve(self.listener, self.server, shutdown, move |conn| {
+            serve_conn(conn, router.clone(), web.clone())
+        })
+        .await;
+    }
+}
+
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/icon.svg",
+            get(|| async { asset("image/svg+xml", ICON_SVG) }),
+        )
+        .route("/ws", get(websocket))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+/// Serves one accepted connection with hyper until it closes, and then its WebSocket session.
+async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
+    let Conn {
+        stream,
+        peer,
+        shutdown,
+        idle_timeout,
+    } = conn;
+    let info = Arc::new(ConnInfo {
+        peer,
+        shutdown: shutdown.clone(),
+        idle_timeout,
+        sessions: TaskTracker::new(),
+        gone: CancellationToken::new(),
+    });
+    let _gone = info.gone.clone().drop_guard();
+    let service = TowerToHyperService::new(router.with_state(AppState {
+        web,
+        conn: info.clone(),
+    }));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    let http = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(http);
+    tokio::select! {
+        r = http.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %info.peer, error = %e, "http connection ended");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            // Finish the request in flight, then close; an upgrade in flight still completes.
+            http.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HEADER_TIMEOUT, http).await;
+        }
+    }
+    info.sessions.close();
+    info.sessions.wait().await;
+}
+
+/// A static file with the headers that keep the page to itself.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// `/ws`: checks the Origin, then turns the connection into a chat session.
+async fn websocket(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{FFFD}"));
+    if let Err(refused) = st
+        .web
+        .origins
+        .check(text(header::ORIGIN), text(header::HOST), st.web.tls)
+    {
+        tracing::info!(peer = %st.conn.peer, "websocket refused: {}", refused.0);
+        return (StatusCode::FORBIDDEN, format!("{}\n", refused.0)).into_response();
+    }
+    let web = st.web.clone();
+    let conn = st.conn.clone();
+    // The session counts as a task of this connection from now on; if the upgrade fails, the
+    // callback (and with it the token) is dropped.
+    let token = conn.sessions.token();
+    let cutoff = web.settings.flood_cutoff();
+    upgrade
+        .max_message_size(cutoff)
+        .max_frame_size(cutoff)
+        // Small buffers: idle browser tabs are many, and chat messages are short.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| async move {
+            let _token = token;
+            gateway::run(
+                socket,
+                web.hub.clone(),
+                web.settings.clone(),
+                gateway::Link {
+                    peer: conn.peer.clone(),
+                    shutdown: conn.shutdown.clone(),
+                    gone: conn.gone.clone(),
+                    idle_timeout: conn.idle_timeout,
+                },
+            )
+            .await;
+        })
+}

@@ -1,0 +1,538 @@
+//! `sockit chat --web`: the page and its WebSocket, tested against the real binary. A real browser
+//! (headless Chromium, driven by tests/web/chat.e2e.mjs) chats with a raw TCP client and survives
+//! a server restart; WebSocket clients (tokio-tungstenite) check the limits: the Origin check,
+//! message sizes, the idle timeout and the goodbye on shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts `sockit chat ARGS` and returns it with the page's URL.
+fn start(args: &[&str]) -> (Server, String) {
+    let mut all = vec!["chat", "--no-history"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    assert!(
+        server.wait_for_log("web page at ", WAIT),
+        "no web page announced:\n{}",
+        server.stderr()
+    );
+    let url = server
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("web page at ").nth(1).map(str::to_string))
+        .expect("web page line");
+    (server, url.trim().to_string())
+}
+
+fn web_addr(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A free port now (bound to port 0, then released), for a server that must come back on the same
+/// port after a restart.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status line a raw WebSocket handshake to `/ws` gets with these headers.
+fn handshake_status(addr: &str, origin: Option<&str>, host: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+#[test]
+fn origin_check_refuses_foreign_pages() {
+    let (server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0"]);
+    let addr = web_addr(&url);
+    let own = format!("http://{addr}");
+    assert!(handshake_status(&addr, Some("http://evil.example"), &addr).contains(" 403 "));
+    assert!(handshake_status(&addr, Some("https://evil.example"), &addr).contains(" 403 "));
+    // Same host, other port: another origin.
+    let other_port = format!("http://127.0.0.1:{}", free_port());
+    assert!(handshake_status(&addr, Some(&other_port), &addr).contains(" 403 "));
+    assert!(handshake_status(&addr, Some(&own), &addr).contains(" 101 "));
+    // Not a browser: no Origin at all.
+    assert!(handshake_status(&addr, None, &addr).contains(" 101 "));
+    assert!(server.wait_for_log("websocket refused", WAIT));
+}
+
+#[test]
+fn web_origin_admits_named_pages() {
+    let (_server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--web-origin",
+        "https://chat.example.org",
+    ]);
+    let addr = web_addr(&url);
+    assert!(handshake_status(&addr, Some("https://chat.example.org"), &addr).contains(" 101 "));
+    assert!(handshake_status(&addr, Some("http://evil.example"), &addr).contains(" 403 "));
+}
+
+#[test]
+fn serves_the_page_with_its_assets() {
+    let (_server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0"]);
+    let addr = web_addr(&url);
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let index = get("/");
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(index.contains("content-security-policy: default-src 'none'"));
+    assert!(index.contains("<script src=\"/app.js\""));
+    let js = get("/app.js");
+    assert!(js.contains("text/javascript") && js.contains("new WebSocket"));
+    assert!(
+        !js.contains("innerHTML"),
+        "the page must not build HTML from text"
+    );
+    assert!(get("/style.css").contains("text/css"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(addr: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws
+}
+
+/// Reads text messages until one contains `needle`; returns it. Panics on close or timeout.
+async fn ws_until(ws: &mut Ws, needle: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}"))
+            .unwrap_or_else(|| panic!("closed while waiting for {needle:?}"))
+            .unwrap();
+        if let Message::Text(t) = msg {
+            if t.contains(needle) {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code and reason.
+async fn ws_close(ws: &mut Ws) -> (CloseCode, String, Vec<String>) {
+    let mut texts = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for a close frame")
+        {
+            Some(Ok(Message::Text(t))) => texts.push(t.to_string()),
+            Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string(), texts),
+            other => panic!("expected a close frame, got {other:?} after {texts:?}"),
+        }
+    }
+}
+
+async fn hello(ws: &mut Ws, nick: &str) {
+    let hello = format!(r#"{{"sockit":"chat","proto":"json","nick":"{nick}"}}"#);
+    ws.send(Message::text(hello)).await.unwrap();
+    ws_until(ws, r#""type":"join""#).await;
+}
+
+#[tokio::test]
+async fn websocket_and_tcp_clients_share_rooms() {
+    let (server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0"]);
+    let tcp_addr = server.addr();
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    // A JSON client is greeted in reply to its hello (nothing is sent before it).
+    let hello_msg = r#"{"sockit":"chat","proto":"json","nick":"wendy"}"#;
+    ws.send(Message::text(hello_msg)).await.unwrap();
+    let welcome = ws_until(&mut ws, r#""type":"welcome""#).await;
+    assert_eq!(welcome["nick"], "wendy");
+    ws_until(&mut ws, r#""type":"join""#).await;
+
+    let mut tcp = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    tcp.write_all(b"/nick tom\nhi from tcp\n").await.unwrap();
+    let m = ws_until(&mut ws, "hi from tcp").await;
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["nick"], "tom");
+    assert_eq!(m["room"], "lobby");
+
+    ws.send(Message::text(r#"{"text":"hi from the web"}"#))
+        .await
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tcp).lines();
+    let line = tokio::time::timeout(WAIT, async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            if l.contains("hi from the web") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.ends_with("<wendy> hi from the web"), "{line}");
+
+    // Commands work over the socket, with structured replies.
+    ws.send(Message::text(r#"{"text":"/who"}"#)).await.unwrap();
+    let who = ws_until(&mut ws, r#""type":"members""#).await;
+    assert_eq!(who["nicks"], serde_json::json!(["tom", "wendy"]));
+}
+
+#[tokio::test]
+async fn message_size_limits() {
+    let (_server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0", "--max-line", "100"]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "wendy").await;
+    // Over --max-line: refused, but the client stays.
+    let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(200));
+    ws.send(Message::text(long)).await.unwrap();
+    let e = ws_until(&mut ws, "too long").await;
+    assert_eq!(e["type"], "error");
+    ws.send(Message::text(r#"{"text":"still here"}"#))
+        .await
+        .unwrap();
+    ws_until(&mut ws, "still here").await;
+    // Over the flood cutoff (16x the line, at least 64 KiB): disconnected with 1009.
+    let huge = format!(r#"{{"text":"{}"}}"#, "x".repeat(70 * 1024));
+    let _ = ws.send(Message::text(huge)).await;
+    let (code, _, texts) = ws_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Size, "{texts:?}");
+}
+
+#[tokio::test]
+async fn idle_clients_are_told_and_closed() {
+    let (_server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "1s",
+    ]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "wendy").await;
+    let (code, reason, texts) = ws_close(&mut ws).await;
+    assert_eq!(code, CloseCode::from(4000));
+    assert_eq!(reason, "idle timeout");
+    assert!(
+        texts.iter().any(|t| t.contains("idle for too long")),
+        "{texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_then_closes() {
+    let (mut server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0"]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "wendy").await;
+    server.signal(libc::SIGTERM);
+    let (code, reason, texts) = ws_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Away);
+    assert_eq!(reason, "server shutting down");
+    assert!(texts.iter().any(|t| t.contains("goodbye")), "{texts:?}");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn clients_that_do_not_read_are_disconnected() {
+    // A small send queue and no rate limit: a WebSocket client that never reads falls behind once
+    // the kernel's buffers are full, and is dropped instead of growing the server's memory.
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--sendq",
+        "32768",
+        "--rate",
+        "0",
+    ]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "sleepy").await;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (tcp_in, mut tcp) = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .unwrap()
+        .into_split();
+    let mut lines = tokio::io::BufReader::new(tcp_in).lines();
+    let text = "y".repeat(1000);
+    let line = format!("{text}\n");
+    // The talker sends 16 lines, then reads its own 16 back, so only the sleeper falls behind.
+    // Bounded: at most 64 MiB of chat, or 60 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dropped = None;
+    'talk: for _ in 0..4096 {
+        for _ in 0..16 {
+            tcp.write_all(line.as_bytes()).await.unwrap();
+        }
+        let mut echoed = 0;
+        while echoed < 16 {
+            let l = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("the talker's own lines come back")
+                .unwrap()
+                .expect("the talker stays connected");
+            if l.contains("sleepy left") {
+                dropped = Some(l);
+                break 'talk;
+            }
+            if l.ends_with(&text) {
+                echoed += 1;
+            }
+        }
+        assert!(Instant::now() < deadline, "the sleeper was never dropped");
+    }
+    let dropped = dropped.expect("the sleeper was never dropped");
+    assert!(dropped.contains("send queue full"), "{dropped}");
+    // The sleeper, reading at last, finds what the kernel held, the reason, and a close frame.
+    let mut code = None;
+    let mut told = false;
+    let stop = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(stop, ws.next()).await {
+        match msg {
+            Ok(Message::Text(t)) => told |= t.contains("you were not reading"),
+            Ok(Message::Close(f)) => {
+                code = f.map(|f| f.code);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(told, "the sleeper was not told why");
+    assert_eq!(code, Some(CloseCode::Policy));
+}
+
+#[tokio::test]
+async fn page_and_socket_over_tls() {
+    let (server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0", "--tls"]);
+    assert!(url.starts_with("https://"), "{url}");
+    let addr = url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let fingerprint = server
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("SHA-256 fingerprint ").nth(1).map(str::to_string))
+        .expect("fingerprint printed");
+
+    // The page, fetched by openssl s_client.
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr, "-quiet"]);
+    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let ran = common::run(cmd, request.as_bytes(), WAIT);
+    let page = ran.stdout_text();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}\n{}", ran.stderr);
+    assert!(page.contains("<title>sockit chat</title>"));
+
+    // The socket (wss), through sockit's own TLS client pinned to the printed fingerprint, with
+    // the page's https origin.
+    let endpoint: sockit::net::Endpoint = addr.parse().unwrap();
+    let opts = sockit::net::ConnectOptions {
+        timeout: Some(WAIT),
+        tls: Some(sockit::net::tls::ClientTls {
+            fingerprint: Some(fingerprint.trim().to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let stream = sockit::net::connect(&endpoint, &opts).await.unwrap();
+    let request = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(format!("wss://{addr}/ws"))
+        .header("Host", &addr)
+        .header("Origin", format!("https://{addr}"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"sockit":"chat","proto":"json","nick":"tess"}"#,
+    ))
+    .await
+    .unwrap();
+    while let Some(msg) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        if let Message::Text(t) = msg.unwrap() {
+            if t.contains(r#""type":"join""#) {
+                assert!(t.contains(r#""nick":"tess""#), "{t}");
+                return;
+            }
+        }
+    }
+    panic!("no join over wss");
+}
+
+/// The e2e script and what it needs, or why it cannot run here.
+fn e2e_ready() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Err(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        return Err("node is missing".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err("playwright-core is missing (cd tests/web && npm ci)".into());
+    }
+    Ok(dir)
+}
+
+#[test]
+fn chat_in_a_real_browser() {
+    let dir = match e2e_ready() {
+        Ok(dir) => dir,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(!ci, "the browser test cannot run under CI: {why}");
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let args = [tcp.as_str(), "--web", web.as_str()];
+    let (mut server, url) = start(&args);
+    assert_eq!(url, format!("http://{web}/"));
+    // Screenshots beside the build: target/chat-web.png and target/chat-web-phone.png.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for f in ["chat-web.png", "chat-web-phone.png", "chat-web-failure.png"] {
+        let _ = std::fs::remove_file(shots.join(f));
+    }
+
+    let mut node = Command::new("node")
+        .arg(dir.join("chat.e2e.mjs"))
+        .args([url.as_str(), tcp.as_str()])
+        .arg(&shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let mut to_node = node.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = node.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err = node.stderr.take().unwrap();
+    let err_text = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(err).read_to_string(&mut s);
+        s
+    });
+
+    // Bounded: the whole browser session gets two minutes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut transcript = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                println!("{line}");
+                if line == "RESTART" {
+                    server.signal(libc::SIGTERM);
+                    let status = server.wait_exit(Duration::from_secs(15));
+                    assert!(
+                        status.is_some_and(|s| s.success()),
+                        "server did not stop cleanly:\n{}",
+                        server.stderr()
+                    );
+                    // Down for a moment, as in a real restart; the pages must notice.
+                    thread::sleep(Duration::from_millis(1000));
+                    let (again, _) = start(&args);
+                    server = again;
+                    writeln!(to_node, "RESTARTED").unwrap();
+                }
+                transcript.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = node.kill();
+                panic!(
+                    "the browser test took over two minutes:\n{}",
+                    transcript.join("\n")
+                );
+            }
+        }
+    }
+    let status = node.wait().unwrap();
+    let stderr = err_text.join().unwrap();
+    assert!(
+        status.success(),
+        "browser test failed ({status}):\n{}\n{stderr}\nserver:\n{}",
+        transcript.join("\n"),
+        server.stderr()
+    );
+    assert!(transcript.iter().any(|l| l.contains("all checks passed")));
+    for f in ["chat-web.png", "chat-web-phone.png"] {
+        let png = std::fs::read(shots.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{f} is not a PNG");
+    }
+}
