@@ -137,20 +137,10 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
     let ended = outbox.ended().clone();
     loop {
         let state = outbox.take(&mut items).await;
-        let format = outbox.format();
         if state == State::Overflowed {
-            // The socket is full, so this may never arrive; it is tried without waiting long.
-            let msg = format.reply(
-                "error",
-                &format!(
-                    "disconnected: you were not reading (more than {} bytes waiting)",
-                    cfg.sendq
-                ),
-                None,
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(100), writer.write_all(&msg)).await;
             break;
         }
+        let format = outbox.format();
         for item in items.drain(..) {
             match item {
                 OutItem::Event(e) => buf.extend_from_slice(e.render(format)),
@@ -195,6 +185,20 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
         if state == State::Closing {
             break;
         }
+    }
+    if outbox.state() == State::Overflowed {
+        // The socket is full, so this may never arrive; it is tried without waiting long. It
+        // starts on a new line, as a write given up half-way may have left one unfinished.
+        let mut msg = BytesMut::from(&b"\r\n"[..]);
+        msg.extend_from_slice(&outbox.format().reply(
+            "error",
+            &format!(
+                "disconnected: you were not reading (more than {} bytes waiting)",
+                cfg.sendq
+            ),
+            None,
+        ));
+        let _ = tokio::time::timeout(Duration::from_millis(100), writer.write_all(&msg)).await;
     }
     let _ = tokio::time::timeout(cfg.flush_timeout, writer.shutdown()).await;
 }
