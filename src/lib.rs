@@ -12,6 +12,7 @@
 //! Every server is a library type: build it from a validated config, `bind()` (port 0 works), read
 //! `local_addr()`, then `run(shutdown)` until the token is cancelled.
 
-pub mod net;
+pub mod bench;
 pub mod daytime;
 pub mod echo;
+pub mod net;

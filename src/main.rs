@@ -12,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockit: cannot start the runtime: {e}");

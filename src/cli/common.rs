@@ -16,8 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Ok(Duration::from_secs_f64(secs));
         }
     }
-    humantime::parse_duration(text)
-        .map_err(|_| format!("{text:?} is not a duration (try 30s, 500ms, 5m or a number of seconds)"))
+    humantime::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not a duration (try 30s, 500ms, 5m or a number of seconds)")
+    })
 }
 
 /// Parses a count that must be at least 1.
@@ -66,11 +67,21 @@ pub struct ServerArgs {
     pub tls: bool,
 
     /// PEM certificate chain for --tls
-    #[arg(long, visible_alias = "ssl-cert", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        visible_alias = "ssl-cert",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls
-    #[arg(long, visible_alias = "ssl-key", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        visible_alias = "ssl-key",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// On shutdown, wait this long for connections to finish before closing them
@@ -96,7 +107,8 @@ impl ServerArgs {
             access.deny_file(f)?;
         }
         let tls = if self.tls || self.tls_cert.is_some() {
-            let tls = ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
+            let tls =
+                ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
             if tls.is_self_signed() {
                 eprintln!(
                     "sockit {tool}: TLS with a self-signed certificate, SHA-256 fingerprint {}",
@@ -155,7 +167,8 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// Validates the flags into connect options.
     pub fn options(&self) -> Result<ConnectOptions> {
-        let wants_tls = self.tls || self.tls_ca.is_some() || self.tls_fingerprint.is_some() || self.insecure;
+        let wants_tls =
+            self.tls || self.tls_ca.is_some() || self.tls_fingerprint.is_some() || self.insecure;
         let tls = if wants_tls {
             let tls = ClientTls {
                 ca_file: self.tls_ca.clone(),

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use sockit::daytime::{validate_format, DaytimeConfig, DaytimeServer, DEFAULT_ADDR, DEFAULT_FORMAT};
+use sockit::daytime::{
+    validate_format, DaytimeConfig, DaytimeServer, DEFAULT_ADDR, DEFAULT_FORMAT,
+};
 use sockit::net::{self, Endpoint};
 
 use super::common::{parse_endpoint, ServerArgs};

@@ -1,6 +1,7 @@
 //! The command line: one subcommand per tool, each a thin layer that validates flags into a tool's
 //! config, binds, announces the address and runs until a signal.
 
+mod bench;
 pub mod common;
 mod daytime;
 mod echo;
@@ -36,6 +37,8 @@ pub enum Tool {
     /// Time server (RFC 867): sends the time and closes (TCP) or answers each datagram (UDP)
     #[command(after_help = daytime::EXAMPLES)]
     Daytime(daytime::DaytimeArgs),
+    /// Load generators: measure a server's throughput, latency and CPU cost
+    Bench(bench::BenchArgs),
 }
 
 impl Tool {
@@ -44,6 +47,7 @@ impl Tool {
         match self {
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
+            Tool::Bench(args) => bench::run(args).await,
         }
     }
 

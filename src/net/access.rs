@@ -108,7 +108,10 @@ mod tests {
         assert!(acl.permits(ip("::ffff:127.0.0.1")));
         assert!(acl.permits(ip("::1")));
         assert!(!acl.permits(ip("127.0.0.2")), "deny wins over allow");
-        assert!(!acl.permits(ip("10.1.2.3")), "not in a non-empty allow list");
+        assert!(
+            !acl.permits(ip("10.1.2.3")),
+            "not in a non-empty allow list"
+        );
         let mut v6 = AccessList::default();
         v6.deny("fd00::/8").unwrap();
         assert!(!v6.permits(ip("fd12::1")) && v6.permits(ip("::1")));

@@ -192,7 +192,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "nohost", "::1:80", "1.2.3.4:99999", "[::1]80", "[zz]:1", "unix:", ":x"] {
+        for bad in [
+            "",
+            "nohost",
+            "::1:80",
+            "1.2.3.4:99999",
+            "[::1]80",
+            "[zz]:1",
+            "unix:",
+            ":x",
+        ] {
             let err = bad.parse::<Endpoint>().unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}: {err}");
         }

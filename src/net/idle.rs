@@ -48,10 +48,7 @@ impl IdleTimer {
 
 impl Future for IdleTimer {
     type Output = ();
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let Some(timeout) = self.timeout else {
             return std::task::Poll::Pending;
         };

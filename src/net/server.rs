@@ -63,8 +63,12 @@ pub struct Conn {
 /// Accepts connections on `listener` until `shutdown` is cancelled, running `handler` for each on its
 /// own task; then stops accepting, tells handlers to finish, and waits up to `opts.drain` for them
 /// before cutting the rest.
-pub async fn serve<H, F>(listener: Listener, opts: ServerOptions, shutdown: CancellationToken, handler: H)
-where
+pub async fn serve<H, F>(
+    listener: Listener,
+    opts: ServerOptions,
+    shutdown: CancellationToken,
+    handler: H,
+) where
     H: Fn(Conn) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -105,7 +109,8 @@ where
                 if let Stream::Tcp(tcp) = &stream {
                     let _ = tcp.try_write(msg);
                 } else {
-                    let _ = tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg)).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg))
+                        .await;
                 }
             }
             continue;
@@ -155,8 +160,14 @@ where
     drop(listener);
     finish.cancel();
     tracker.close();
-    if tokio::time::timeout(opts.drain, tracker.wait()).await.is_err() {
-        tracing::warn!(remaining = tracker.len(), "drain time over; closing the rest");
+    if tokio::time::timeout(opts.drain, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "drain time over; closing the rest"
+        );
         cut.cancel();
         tracker.wait().await;
     }

@@ -47,7 +47,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         each!(self, poll_write(cx, buf))
     }
 
@@ -109,12 +113,14 @@ pub struct ConnectOptions {
 pub async fn connect(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<Stream, NetError> {
     let attempt = connect_inner(endpoint, opts);
     match opts.timeout {
-        Some(after) => tokio::time::timeout(after, attempt)
-            .await
-            .map_err(|_| NetError::ConnectTimeout {
-                target: endpoint.to_string(),
-                after,
-            })?,
+        Some(after) => {
+            tokio::time::timeout(after, attempt)
+                .await
+                .map_err(|_| NetError::ConnectTimeout {
+                    target: endpoint.to_string(),
+                    after,
+                })?
+        }
         None => attempt.await,
     }
 }
@@ -127,7 +133,9 @@ async fn connect_inner(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<Str
     let tcp = match endpoint {
         Endpoint::Unix(path) => {
             if opts.tls.is_some() {
-                return Err(NetError::TlsConfig("TLS over Unix sockets is not supported".into()));
+                return Err(NetError::TlsConfig(
+                    "TLS over Unix sockets is not supported".into(),
+                ));
             }
             return UnixStream::connect(path)
                 .await

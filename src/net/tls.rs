@@ -170,7 +170,11 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| NetError::TlsConfig(e.to_string()))?;
         let config = if self.insecure || self.fingerprint.is_some() {
-            let pin = self.fingerprint.as_deref().map(parse_fingerprint).transpose()?;
+            let pin = self
+                .fingerprint
+                .as_deref()
+                .map(parse_fingerprint)
+                .transpose()?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
@@ -223,10 +227,13 @@ impl ClientTls {
         let name = ServerName::try_from(name_text.clone()).map_err(|_| {
             NetError::TlsConfig(format!("{name_text:?} is not a valid TLS server name"))
         })?;
-        connector.connect(name, tcp).await.map_err(|e| NetError::Tls {
-            target: target.to_string(),
-            reason: explain_tls_error(&e),
-        })
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| NetError::Tls {
+                target: target.to_string(),
+                reason: explain_tls_error(&e),
+            })
     }
 }
 
