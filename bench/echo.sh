@@ -122,7 +122,8 @@ read -r P_SOCKIT P_MIN P_PY P_SOCAT P_IPERF P_SOCKIT_S <<<"$(free_ports 6)"
 start sockit "$P_SOCKIT" "$SOCKIT" -q echo "127.0.0.1:$P_SOCKIT"
 start min_echo "$P_MIN" "$MIN_ECHO" "127.0.0.1:$P_MIN"
 start python "$P_PY" "$PYTHON" bench/echo_asyncio.py "127.0.0.1:$P_PY"
-start socat "$P_SOCAT" socat "TCP-LISTEN:$P_SOCAT,bind=127.0.0.1,fork,reuseaddr" PIPE
+# backlog: socat's default of 5 leaves connections of a 64-connection burst waiting seconds for accept.
+start socat "$P_SOCAT" socat "TCP-LISTEN:$P_SOCAT,bind=127.0.0.1,fork,reuseaddr,backlog=4096" PIPE
 
 THREAD_FLAG=()
 [ -n "$THREADS" ] && THREAD_FLAG=(--threads "$THREADS")

@@ -100,7 +100,7 @@ async fn stream_mode_counts_echoed_bytes() {
     stop.cancel();
     let r = report(&out);
     assert_eq!(r["mode"], "stream");
-    assert_eq!(r["size"], 65536);
+    assert_eq!(r["size"], 131072);
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
 }

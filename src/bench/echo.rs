@@ -30,8 +30,8 @@ use crate::net::{self, ConnectOptions, Endpoint, Stream};
 pub const DEFAULT_TARGET: &str = "127.0.0.1:9001";
 /// Message size in pingpong mode: a small request, where per-message cost dominates.
 pub const DEFAULT_PINGPONG_SIZE: usize = 64;
-/// Write size in stream mode: big writes, where copying and the kernel dominate.
-pub const DEFAULT_STREAM_SIZE: usize = 64 * 1024;
+/// Write size in stream mode: big writes, where copying and the kernel dominate (iperf3's default).
+pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
 /// How long connections still in flight at the end get to finish before they are abandoned.
 const GRACE: Duration = Duration::from_secs(2);
 /// Connections opened at once, so ten thousand do not all hit the listen backlog in one instant.
@@ -39,8 +39,8 @@ const CONNECT_CONCURRENCY: usize = 256;
 /// Period of the byte pattern sent: a prime, so that it never lines up with buffer sizes and a
 /// server that repeats or drops a buffer is caught.
 const PATTERN_PERIOD: usize = 251;
-/// Read buffer of the stream-mode reader.
-const STREAM_READ_BUF: usize = 64 * 1024;
+/// Read buffer of the stream-mode reader (as big as iperf3's).
+const STREAM_READ_BUF: usize = 128 * 1024;
 
 /// How the connections use the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -40,7 +40,7 @@ pub struct EchoBenchArgs {
     #[arg(short = 'c', long, value_name = "N", default_value = "64", value_parser = parse_count)]
     pub connections: usize,
 
-    /// Bytes per message (pingpong) or per write (stream) [default: 64, stream 65536]
+    /// Bytes per message (pingpong) or per write (stream) [default: 64, stream 131072]
     #[arg(short = 's', long, value_name = "BYTES", value_parser = parse_count)]
     pub size: Option<usize>,
 
