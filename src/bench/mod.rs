@@ -50,7 +50,13 @@ where
                 .thread_name("sockit-bench-worker")
                 .enable_all()
                 .build();
-            let _ = tx.send(runtime.map(|rt| rt.block_on(make())));
+            let out = runtime.map(|rt| {
+                let out = rt.block_on(make());
+                // Tasks still blocked (a name lookup that never returns) must not hold the report.
+                rt.shutdown_timeout(std::time::Duration::from_secs(1));
+                out
+            });
+            let _ = tx.send(out);
         })
         .map_err(BenchError::Runtime)?;
     match rx.await {

@@ -84,9 +84,6 @@ async fn run_echo(args: EchoBenchArgs) -> Result<()> {
         Mode::Pingpong => DEFAULT_PINGPONG_SIZE,
         Mode::Stream => DEFAULT_STREAM_SIZE,
     });
-    if args.duration.is_zero() {
-        anyhow::bail!("--duration must be above zero");
-    }
     let config = EchoBenchConfig {
         target: args.target,
         connections: args.connections,
