@@ -14,6 +14,7 @@
 //! Every server is a library type: build it from a validated config, `bind()` (port 0 works), read
 //! `local_addr()`, then `run(shutdown)` until the token is cancelled.
 
+pub mod bench;
 pub mod chat;
 pub mod daytime;
 pub mod echo;

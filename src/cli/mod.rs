@@ -1,6 +1,7 @@
 //! The command line: one subcommand per tool, each a thin layer that validates flags into a tool's
 //! config, binds, announces the address and runs until a signal.
 
+mod bench;
 mod chat;
 pub mod common;
 mod daytime;
@@ -48,6 +49,8 @@ pub enum Tool {
     /// Netcat server: one connection (or many with -k) to stdin/stdout, or a command per connection
     #[command(after_help = relay::LISTEN_EXAMPLES)]
     Listen(relay::ListenArgs),
+    /// Load generators: measure a server's throughput, latency and CPU cost
+    Bench(bench::BenchArgs),
 }
 
 impl Tool {
@@ -59,6 +62,7 @@ impl Tool {
             Tool::Daytime(args) => daytime::run(args).await,
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
+            Tool::Bench(args) => bench::run(args).await,
         }
     }
 
@@ -67,7 +71,7 @@ impl Tool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
             Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
-            Tool::Connect(_) => false,
+            Tool::Connect(_) | Tool::Bench(_) => false,
         }
     }
 

@@ -1,0 +1,113 @@
+//! `sockit bench` flags: one subcommand per load generator (`echo` now; `chat` to come).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use sockit::bench::echo::{
+    self, EchoBenchConfig, Mode, DEFAULT_PINGPONG_SIZE, DEFAULT_STREAM_SIZE,
+};
+use sockit::bench::{self as lib, BenchError};
+use sockit::net::{ConnectOptions, Endpoint};
+
+use super::common::{parse_count, parse_duration, parse_endpoint};
+
+pub const EXAMPLES: &str = "Examples:
+  sockit bench echo                          64 connections x 64 B pingpong against 127.0.0.1:9001
+  sockit bench echo -c 1 --mode stream       one connection, bulk throughput
+  sockit bench echo -d 30s --json 9001       30 s, machine-readable report";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub kind: BenchKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchKind {
+    /// Load an echo server: round trips/s, MB/s, latency percentiles, errors, client CPU
+    #[command(after_help = EXAMPLES)]
+    Echo(EchoBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EchoBenchArgs {
+    /// The echo server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint, default_value = echo::DEFAULT_TARGET)]
+    pub target: Endpoint,
+
+    /// Connections, all active at once
+    #[arg(short = 'c', long, value_name = "N", default_value = "64", value_parser = parse_count)]
+    pub connections: usize,
+
+    /// Bytes per message (pingpong) or per write (stream) [default: 64, stream 131072]
+    #[arg(short = 's', long, value_name = "BYTES", value_parser = parse_count)]
+    pub size: Option<usize>,
+
+    /// pingpong: send, wait for the echo, repeat; stream: write and read at once, flat out
+    #[arg(long, value_name = "MODE", default_value = "pingpong")]
+    pub mode: Mode,
+
+    /// How long to measure (10s, 1m)
+    #[arg(short = 'd', long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Load before measuring, not counted
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Stop each connection after N round trips, even before the duration is over
+    #[arg(short = 'n', long = "round-trips", value_name = "N", value_parser = parse_count)]
+    pub max_round_trips: Option<usize>,
+
+    /// Worker threads of the load generator [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub threads: Option<usize>,
+
+    /// Give up connecting after this long
+    #[arg(short = 'w', long = "wait", value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.kind {
+        BenchKind::Echo(args) => run_echo(args).await,
+    }
+}
+
+async fn run_echo(args: EchoBenchArgs) -> Result<()> {
+    let size = args.size.unwrap_or(match args.mode {
+        Mode::Pingpong => DEFAULT_PINGPONG_SIZE,
+        Mode::Stream => DEFAULT_STREAM_SIZE,
+    });
+    let config = EchoBenchConfig {
+        target: args.target,
+        connections: args.connections,
+        size,
+        mode: args.mode,
+        duration: args.duration,
+        warmup: args.warmup,
+        max_round_trips: args.max_round_trips.map(|n| n as u64),
+        connect: ConnectOptions {
+            timeout: Some(args.connect_timeout).filter(|t| !t.is_zero()),
+            ..ConnectOptions::default()
+        },
+    };
+    let threads = args.threads.unwrap_or_else(lib::default_threads);
+    let report = match lib::on_own_runtime(threads, move || echo::run(config, threads)).await {
+        Ok(Ok(report)) => report,
+        // A NetError on its own, so the binary prints its one line and picks its exit code.
+        Ok(Err(BenchError::Connect(e))) => return Err(e.into()),
+        Ok(Err(e)) | Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
