@@ -171,3 +171,112 @@ async fn bad_flags_are_usage_errors() {
     let out = sockit(&["bench", "echo", "--mode", "sideways"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Starts sockit's chat server (no history, no rate limit) on a free port.
+async fn chat_server() -> (String, CancellationToken) {
+    use sockit::chat::{ChatConfig, ChatServer, ChatSettings, History};
+    let server = ChatServer::bind(ChatConfig {
+        endpoint: "127.0.0.1:0".parse().unwrap(),
+        settings: ChatSettings {
+            rate: 0.0,
+            ..ChatSettings::default()
+        },
+        history: History::None,
+        server: ServerOptions::default(),
+        web: None,
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().to_string();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_counts_every_delivery_to_sockit_chat() {
+    let (addr, stop) = chat_server().await;
+    let out = sockit(&[
+        "bench",
+        "chat",
+        &addr,
+        "-c",
+        "12",
+        "--rooms",
+        "2",
+        "--senders",
+        "4",
+        "--rate",
+        "20",
+        "-d",
+        "1s",
+        "--warmup",
+        "0.2s",
+        "--json",
+    ])
+    .await;
+    let r = report(&out);
+    assert_eq!(r["connected"], 12);
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent >= 40, "4 senders at 20/s for 1 s sent only {sent}");
+    // Two rooms of 6: each message is due to the 5 others in its room, and sockit delivers all.
+    assert_eq!(r["expected"].as_u64().unwrap(), sent * 5);
+    assert_eq!(r["delivered"], r["expected"], "{r}");
+    assert_eq!(r["echoed_to_sender"].as_u64().unwrap(), sent);
+    assert!(r["latency"]["p99_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["disconnects"], 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_measures_ncat_chat_too() {
+    if std::process::Command::new("ncat")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "ncat is missing in CI");
+        eprintln!("skipping: ncat is not installed");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut ncat = std::process::Command::new("ncat")
+        .args(["-l", "--chat", "127.0.0.1", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = sockit(&[
+        "bench",
+        "chat",
+        &addr,
+        "-c",
+        "6",
+        "--senders",
+        "2",
+        "--rate",
+        "5",
+        "-d",
+        "1s",
+        "--warmup",
+        "0.2s",
+        "--json",
+    ])
+    .await;
+    let _ = ncat.kill();
+    let _ = ncat.wait();
+    let r = report(&out);
+    // ncat --chat does not send a message back to its sender, and prefixes `<userN> `.
+    assert_eq!(r["echoed_to_sender"], 0);
+    assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+}

@@ -6,6 +6,7 @@
 //! is not the bottleneck of what it measures. [`report`] holds what every generator shares: the
 //! latency histogram, the process CPU clock, and the table and JSON printers.
 
+pub mod chat;
 pub mod echo;
 pub mod report;
 

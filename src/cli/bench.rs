@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use sockit::bench::chat::{self, ChatBenchConfig};
 use sockit::bench::echo::{
     self, EchoBenchConfig, Mode, DEFAULT_PINGPONG_SIZE, DEFAULT_STREAM_SIZE,
 };
@@ -28,6 +29,59 @@ pub enum BenchKind {
     /// Load an echo server: round trips/s, MB/s, latency percentiles, errors, client CPU
     #[command(after_help = EXAMPLES)]
     Echo(EchoBenchArgs),
+    /// Load a line-based chat server (sockit chat, ncat --chat): deliveries/s, delivery latency
+    #[command(after_help = CHAT_EXAMPLES)]
+    Chat(ChatBenchArgs),
+}
+
+pub const CHAT_EXAMPLES: &str = "Examples:
+  sockit bench chat                          1000 clients in one room, 10 senders at 10 lines/s, 10 s
+  sockit bench chat --rate 0                 the same senders flat out (saturation)
+  sockit bench chat -c 200 --rooms 4 --senders 40 --json
+  sockit bench chat -c 10000 --senders 0     hold 10,000 idle clients (measure the server's memory)
+Start sockit chat with --rate 0 (or a rate above the load's): its default allows 5 lines/s per client.";
+
+#[derive(Debug, Args)]
+pub struct ChatBenchArgs {
+    /// The chat server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint, default_value = chat::DEFAULT_TARGET)]
+    pub target: Endpoint,
+
+    /// Clients connected for the whole run
+    #[arg(short = 'c', long, value_name = "N", default_value = "1000", value_parser = parse_count)]
+    pub clients: usize,
+
+    /// Rooms the clients are spread over (sockit's /join; leave at 1 for servers without rooms)
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_count)]
+    pub rooms: usize,
+
+    /// How many clients send
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub senders: usize,
+
+    /// Lines per second per sender (0 = as fast as the server takes them)
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    pub rate: f64,
+
+    /// How long to measure (10s, 1m)
+    #[arg(short = 'd', long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Sending before the measurement starts, not counted
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Worker threads of the load generator [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub threads: Option<usize>,
+
+    /// Give up connecting after this long
+    #[arg(short = 'w', long = "wait", value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +130,7 @@ pub struct EchoBenchArgs {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.kind {
         BenchKind::Echo(args) => run_echo(args).await,
+        BenchKind::Chat(args) => run_chat(args).await,
     }
 }
 
@@ -98,16 +153,44 @@ async fn run_echo(args: EchoBenchArgs) -> Result<()> {
         },
     };
     let threads = args.threads.unwrap_or_else(lib::default_threads);
-    let report = match lib::on_own_runtime(threads, move || echo::run(config, threads)).await {
-        Ok(Ok(report)) => report,
-        // A NetError on its own, so the binary prints its one line and picks its exit code.
-        Ok(Err(BenchError::Connect(e))) => return Err(e.into()),
-        Ok(Err(e)) | Err(e) => return Err(e.into()),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let report = outcome(lib::on_own_runtime(threads, move || echo::run(config, threads)).await)?;
+    emit(&report, args.json, || report.table())
+}
+
+/// The report, or the error as the binary should print it: a connect failure as the bare
+/// `NetError`, so its one line and exit code come through.
+fn outcome<T>(result: Result<Result<T, BenchError>, BenchError>) -> Result<T> {
+    match result {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(BenchError::Connect(e))) => Err(e.into()),
+        Ok(Err(e)) | Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints a report as JSON or as a table for people.
+fn emit<R: serde::Serialize, T: std::fmt::Display>(
+    report: &R,
+    json: bool,
+    table: impl FnOnce() -> T,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", report.table());
+        print!("{}", table());
     }
     Ok(())
+}
+
+async fn run_chat(args: ChatBenchArgs) -> Result<()> {
+    let mut config = ChatBenchConfig::new(args.target);
+    config.clients = args.clients;
+    config.rooms = args.rooms;
+    config.senders = args.senders;
+    config.rate = args.rate;
+    config.duration = args.duration;
+    config.warmup = args.warmup;
+    config.connect.timeout = Some(args.connect_timeout).filter(|t| !t.is_zero());
+    let threads = args.threads.unwrap_or_else(lib::default_threads);
+    let report = outcome(lib::on_own_runtime(threads, move || chat::run(config, threads)).await)?;
+    emit(&report, args.json, || report.table())
 }
