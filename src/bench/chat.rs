@@ -316,7 +316,14 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
                 if !sender {
                     return std::future::pending::<()>().await;
                 }
-                tokio::time::sleep_until((epoch + start).into()).await;
+                // Senders start spread over one interval, as independent people would be; started
+                // together, every tick would be a burst of `senders` messages at once.
+                let phase = if config.rate > 0.0 {
+                    Duration::from_secs_f64(i as f64 / config.senders as f64 / config.rate)
+                } else {
+                    Duration::ZERO
+                };
+                tokio::time::sleep_until((epoch + start + phase).into()).await;
                 let mut tick = (config.rate > 0.0).then(|| {
                     let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
                     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
