@@ -144,19 +144,32 @@ impl Event {
 
     /// The line a plain-text client sees, without the line ending.
     pub fn plain_text(&self) -> String {
-        let t = clock(self.ts);
-        let room = self.room.as_deref().unwrap_or("");
-        let target = self.target.as_deref().unwrap_or("");
-        match self.kind {
-            Kind::Message => format!("[{t}] <{}> {}", self.nick, self.text),
-            Kind::Action => format!("[{t}] * {} {}", self.nick, self.text),
-            Kind::Private => format!("[{t}] *{} -> {}* {}", self.nick, target, self.text),
-            Kind::Join => format!("[{t}] * {} joined #{room}", self.nick),
-            Kind::Leave if self.text.is_empty() => format!("[{t}] * {} left #{room}", self.nick),
-            Kind::Leave => format!("[{t}] * {} left #{room} ({})", self.nick, self.text),
-            Kind::Nick => format!("[{t}] * {} is now known as {target}", self.nick),
-            Kind::Notice => format!("[{t}] * {}", self.text),
-        }
+        format!(
+            "[{}] {}",
+            clock(self.ts),
+            describe(
+                self.kind,
+                &self.nick,
+                self.room.as_deref().unwrap_or(""),
+                self.target.as_deref().unwrap_or(""),
+                &self.text
+            )
+        )
+    }
+}
+
+/// What an event says, without the time: `<ann> hi`, `* ann waves`, `* bob joined #lobby`. Shared
+/// by the server's plain rendering and sockit's own clients, so both show events the same way.
+pub fn describe(kind: Kind, nick: &str, room: &str, target: &str, text: &str) -> String {
+    match kind {
+        Kind::Message => format!("<{nick}> {text}"),
+        Kind::Action => format!("* {nick} {text}"),
+        Kind::Private => format!("*{nick} -> {target}* {text}"),
+        Kind::Join => format!("* {nick} joined #{room}"),
+        Kind::Leave if text.is_empty() => format!("* {nick} left #{room}"),
+        Kind::Leave => format!("* {nick} left #{room} ({text})"),
+        Kind::Nick => format!("* {nick} is now known as {target}"),
+        Kind::Notice => format!("* {text}"),
     }
 }
 
@@ -165,8 +178,8 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// `HH:MM:SS` in the server's local time.
-fn clock(ts: i64) -> String {
+/// `HH:MM:SS` of a millisecond timestamp, in this machine's local time.
+pub fn clock(ts: i64) -> String {
     match Local.timestamp_millis_opt(ts).single() {
         Some(t) => t.format("%H:%M:%S").to_string(),
         None => "--:--:--".into(),

@@ -63,11 +63,18 @@ pub struct ChatBenchArgs {
     #[arg(long, value_name = "N", default_value_t = 10.0)]
     pub rate: f64,
 
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How long, on how many threads, and how to report: the same for every load generator.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// How long to measure (10s, 1m)
     #[arg(short = 'd', long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Sending before the measurement starts, not counted
+    /// Load before measuring, not counted
     #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
 
@@ -82,6 +89,19 @@ pub struct ChatBenchArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+impl RunArgs {
+    fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(lib::default_threads)
+    }
+
+    fn connect(&self) -> ConnectOptions {
+        ConnectOptions {
+            timeout: Some(self.connect_timeout).filter(|t| !t.is_zero()),
+            ..ConnectOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,29 +122,12 @@ pub struct EchoBenchArgs {
     #[arg(long, value_name = "MODE", default_value = "pingpong")]
     pub mode: Mode,
 
-    /// How long to measure (10s, 1m)
-    #[arg(short = 'd', long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-
-    /// Load before measuring, not counted
-    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
-    pub warmup: Duration,
-
     /// Stop each connection after N round trips, even before the duration is over
     #[arg(short = 'n', long = "round-trips", value_name = "N", value_parser = parse_count)]
     pub max_round_trips: Option<usize>,
 
-    /// Worker threads of the load generator [default: one per CPU]
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub threads: Option<usize>,
-
-    /// Give up connecting after this long
-    #[arg(short = 'w', long = "wait", value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-
-    /// Print the report as JSON
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -144,17 +147,14 @@ async fn run_echo(args: EchoBenchArgs) -> Result<()> {
         connections: args.connections,
         size,
         mode: args.mode,
-        duration: args.duration,
-        warmup: args.warmup,
+        duration: args.run.duration,
+        warmup: args.run.warmup,
         max_round_trips: args.max_round_trips.map(|n| n as u64),
-        connect: ConnectOptions {
-            timeout: Some(args.connect_timeout).filter(|t| !t.is_zero()),
-            ..ConnectOptions::default()
-        },
+        connect: args.run.connect(),
     };
-    let threads = args.threads.unwrap_or_else(lib::default_threads);
+    let threads = args.run.threads();
     let report = outcome(lib::on_own_runtime(threads, move || echo::run(config, threads)).await)?;
-    emit(&report, args.json, || report.table())
+    emit(&report, args.run.json, || report.table())
 }
 
 /// The report, or the error as the binary should print it: a connect failure as the bare
@@ -187,10 +187,10 @@ async fn run_chat(args: ChatBenchArgs) -> Result<()> {
     config.rooms = args.rooms;
     config.senders = args.senders;
     config.rate = args.rate;
-    config.duration = args.duration;
-    config.warmup = args.warmup;
-    config.connect.timeout = Some(args.connect_timeout).filter(|t| !t.is_zero());
-    let threads = args.threads.unwrap_or_else(lib::default_threads);
+    config.duration = args.run.duration;
+    config.warmup = args.run.warmup;
+    config.connect = args.run.connect();
+    let threads = args.run.threads();
     let report = outcome(lib::on_own_runtime(threads, move || chat::run(config, threads)).await)?;
-    emit(&report, args.json, || report.table())
+    emit(&report, args.run.json, || report.table())
 }

@@ -2,9 +2,10 @@
 //! client sends, the events and replies it receives, and [`Identity`], which follows who and where
 //! this client is so a reconnect can ask for the same nick and room.
 
-use chrono::{Local, TimeZone};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::chat::event::{self, Kind};
 
 /// What kind of chat event the server delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -44,26 +45,27 @@ pub struct ChatEvent {
 impl ChatEvent {
     /// `HH:MM:SS` of the event, in this machine's local time.
     pub fn clock(&self) -> String {
-        match Local.timestamp_millis_opt(self.ts).single() {
-            Some(t) => t.format("%H:%M:%S").to_string(),
-            None => "--:--:--".into(),
-        }
+        event::clock(self.ts)
     }
 
     /// What the event says, without the time: `<ann> hi`, `* ann waves`, `* bob joined #lobby`.
     pub fn describe(&self) -> String {
-        let room = self.room.as_deref().unwrap_or("");
-        let target = self.target.as_deref().unwrap_or("");
-        match self.kind {
-            EventKind::Message => format!("<{}> {}", self.nick, self.text),
-            EventKind::Action => format!("* {} {}", self.nick, self.text),
-            EventKind::Private => format!("*{} -> {}* {}", self.nick, target, self.text),
-            EventKind::Join => format!("* {} joined #{room}", self.nick),
-            EventKind::Leave if self.text.is_empty() => format!("* {} left #{room}", self.nick),
-            EventKind::Leave => format!("* {} left #{room} ({})", self.nick, self.text),
-            EventKind::Nick => format!("* {} is now known as {target}", self.nick),
-            EventKind::Notice | EventKind::Other => format!("* {}", self.text),
-        }
+        let kind = match self.kind {
+            EventKind::Message => Kind::Message,
+            EventKind::Action => Kind::Action,
+            EventKind::Private => Kind::Private,
+            EventKind::Join => Kind::Join,
+            EventKind::Leave => Kind::Leave,
+            EventKind::Nick => Kind::Nick,
+            EventKind::Notice | EventKind::Other => Kind::Notice,
+        };
+        event::describe(
+            kind,
+            &self.nick,
+            self.room.as_deref().unwrap_or(""),
+            self.target.as_deref().unwrap_or(""),
+            &self.text,
+        )
     }
 
     /// The line a plain (non-terminal) client prints: `[12:00:01] <ann> hi`.
