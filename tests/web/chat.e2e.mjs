@@ -11,6 +11,7 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -47,15 +48,15 @@ async function until(what, check, limit = WAIT) {
   }
 }
 
-// ---- a raw TCP client speaking the plain line protocol -----------------------------------------
+// ---- an nc (netcat-openbsd) client speaking the plain line protocol ---------------------------
 
 function tcpClient(addr) {
   const i = addr.lastIndexOf(':');
-  const sock = net.connect({ host: addr.slice(0, i), port: Number(addr.slice(i + 1)) });
+  const nc = spawn('nc', [addr.slice(0, i), addr.slice(i + 1)], { stdio: ['pipe', 'pipe', 'ignore'] });
   const lines = [];
   let buf = '';
-  sock.setEncoding('utf8');
-  sock.on('data', (d) => {
+  nc.stdout.setEncoding('utf8');
+  nc.stdout.on('data', (d) => {
     buf += d;
     let n;
     while ((n = buf.indexOf('\n')) >= 0) {
@@ -63,11 +64,12 @@ function tcpClient(addr) {
       buf = buf.slice(n + 1);
     }
   });
-  sock.on('error', () => {});
+  nc.on('error', (e) => { throw new Error(`nc: ${e.message}`); });
+  nc.stdin.on('error', () => {});
   return {
     lines,
-    send: (text) => sock.write(`${text}\n`),
-    close: () => sock.destroy(),
+    send: (text) => nc.stdin.write(`${text}\n`),
+    close: () => nc.kill(),
     // `[12:00:01] <ann> hello` -> `ann: hello`
     messages: () =>
       lines.map((l) => l.match(/^\[\d\d:\d\d:\d\d\] <([^>]+)> (.*)$/)).filter(Boolean).map((m) => `${m[1]}: ${m[2]}`),
@@ -187,7 +189,7 @@ try {
   await until('carol in ann\'s member list', async () => (await members(a)).includes('carol'));
   sameList(await members(a), ['ann', 'bob', 'carol'], 'ann sees the members');
   await until('carol in bob\'s member list', async () => (await members(b)).includes('carol'));
-  log('ann, bob (browsers) and carol (TCP) are in #lobby');
+  log('ann, bob (browsers) and carol (nc) are in #lobby');
 
   // Everyone talks at once; everyone must see the same messages in the same order.
   const evil = '<img src=x onerror="window.__pwned=1"><b>not bold</b>';
