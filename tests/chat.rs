@@ -848,3 +848,49 @@ fn next_json(p: &mut Peer) -> serde_json::Value {
     assert!(v.is_object() && v["type"].is_string(), "{l}");
     v
 }
+
+/// `--write-timeout`: a client whose socket takes nothing for that long is disconnected even though
+/// its queue never reached `--sendq`.
+#[test]
+fn write_timeout_drops_a_client_whose_socket_stays_full() {
+    let server = Chat::start(&[
+        "--no-history",
+        "--rate",
+        "0",
+        "--sendq",
+        "100000000",
+        "--write-timeout",
+        "1s",
+        "127.0.0.1:0",
+    ]);
+    let addr = server.addr();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect_timeout(&addr.into(), WAIT).unwrap();
+    let mut stuck: TcpStream = sock.into();
+    stuck.set_read_timeout(Some(WAIT)).unwrap();
+    let mut first = [0u8; 512];
+    let n = stuck.read(&mut first).unwrap();
+    let welcome = String::from_utf8_lossy(&first[..n]).into_owned();
+    let stuck_nick = welcome
+        .strip_prefix("* Welcome to sockit chat, ")
+        .and_then(|r| r.split('!').next())
+        .unwrap_or_else(|| panic!("no welcome: {welcome:?}"))
+        .to_string();
+
+    let mut talker = Peer::tcp_raw(addr);
+    talker.welcome();
+    talker.wait_join("lobby");
+    // About 9 MB: more than the kernel's socket buffers can absorb for the stuck client (their
+    // autotuned maximum is 4 MiB here), far less than its --sendq.
+    let pad = "y".repeat(3000);
+    for i in 0..3000 {
+        talker.send(&format!("{i} {pad}"));
+    }
+    let left = format!("* {stuck_nick} left #lobby (");
+    let line = talker.expect("the stuck client's leave", |l| l.contains(&left));
+    assert!(line.contains("could not keep up"), "{line}");
+    // The talker was never harmed.
+    talker.send("still here");
+    talker.expect("own message", |l| l.ends_with("still here"));
+}

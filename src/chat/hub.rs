@@ -28,7 +28,8 @@ pub enum Route {
     /// A join: the client becomes a member of the event's room at this point in the order, gets the
     /// greeting (its welcome, at its first join), the room's recent history and the join notice in
     /// one piece, and everyone else gets the join notice.
-    Join(ClientId, Arc<Outbox>, Vec<Bytes>),
+    /// The last field is the client's join ticket: a join overtaken by a later one is dropped.
+    Join(ClientId, Arc<Outbox>, Vec<Bytes>, u64),
     /// To these clients only (private messages).
     Direct(Vec<Arc<Outbox>>),
 }
@@ -61,6 +62,8 @@ struct Member {
     nick: Arc<str>,
     room: Option<Arc<str>>,
     outbox: Arc<Outbox>,
+    /// Counts the client's joins; a sequenced join carries the value it was made with.
+    joins: u64,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +93,12 @@ pub struct Shared {
     /// Rooms with more members than this get no join/leave/nick notices: announcing every arrival
     /// to everyone costs O(members²) when a crowd connects at once (IRC's "auditorium" problem).
     announce_max: usize,
+    /// History is on disk, so rooms nobody is in need not be kept in memory.
+    forget_empty: bool,
 }
+
+/// Rooms kept in memory without members (only without a history store).
+const MAX_ROOMS_IN_MEMORY: usize = 1000;
 
 /// A handle to the hub. Cloning is cheap; the sequencer stops when the last handle is dropped.
 #[derive(Debug, Clone)]
@@ -105,11 +113,12 @@ fn fold(nick: &str) -> String {
 }
 
 impl Shared {
-    pub fn new(replay: usize, announce_max: usize) -> Arc<Self> {
+    pub fn new(replay: usize, announce_max: usize, forget_empty: bool) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
             replay,
             announce_max,
+            forget_empty,
         })
     }
 
@@ -167,7 +176,11 @@ impl Shared {
                         run.flush(&st);
                         run.room = Some(name.clone());
                     }
-                    let room = st.rooms.entry(name).or_default();
+                    // Rooms come into being with a join; a notice for a room everyone has left
+                    // (or a message whose sender left meanwhile) reaches no one and is not kept.
+                    let Some(room) = st.rooms.get_mut(&*name) else {
+                        continue;
+                    };
                     if event.kind.is_stored() && self.replay > 0 {
                         if room.recent.len() == self.replay {
                             room.recent.pop_front();
@@ -184,7 +197,7 @@ impl Shared {
                     }
                     run.events.push(event);
                 }
-                Route::Join(id, outbox, greeting) => {
+                Route::Join(id, outbox, greeting, ticket) => {
                     run.flush(&st);
                     let Some(name) = event.room.clone() else {
                         continue;
@@ -193,7 +206,7 @@ impl Shared {
                     let still_there = st
                         .clients
                         .get(&id)
-                        .is_some_and(|m| m.room.as_deref() == Some(&*name));
+                        .is_some_and(|m| m.room.as_deref() == Some(&*name) && m.joins == ticket);
                     if !still_there {
                         continue;
                     }
@@ -279,6 +292,7 @@ impl ChatHub {
                 nick: nick.clone(),
                 room: None,
                 outbox,
+                joins: 0,
             },
         );
         (id, nick)
@@ -309,13 +323,19 @@ impl ChatHub {
 
     /// Moves a client out of its room and records `room` as where it is going; membership of the
     /// new room starts when its join is delivered. Returns the room it left.
-    pub fn move_to(&self, id: ClientId, room: Arc<str>) -> Option<Arc<str>> {
+    /// Also returns the join ticket to send with the join.
+    pub fn move_to(&self, id: ClientId, room: Arc<str>) -> (Option<Arc<str>>, u64) {
         let mut st = self.lock();
-        let old = st.clients.get_mut(&id)?.room.replace(room);
+        let Some(member) = st.clients.get_mut(&id) else {
+            return (None, 0);
+        };
+        member.joins += 1;
+        let ticket = member.joins;
+        let old = member.room.replace(room);
         if let Some(old) = &old {
-            leave_room(&mut st, id, old);
+            leave_room(&mut st, id, old, self.shared.forget_empty);
         }
-        old
+        (old, ticket)
     }
 
     /// Removes a client entirely. Returns its nick and room, for the leave notice.
@@ -324,7 +344,7 @@ impl ChatHub {
         let member = st.clients.remove(&id)?;
         st.nicks.remove(&fold(&member.nick));
         if let Some(room) = &member.room {
-            leave_room(&mut st, id, room);
+            leave_room(&mut st, id, room, self.shared.forget_empty);
         }
         Some((member.nick, member.room))
     }
@@ -376,17 +396,17 @@ impl ChatHub {
     /// The last `n` stored events of `room`: from memory when it holds enough, else from the
     /// history file (read on a blocking thread, beside the writer).
     pub async fn history(&self, room: &str, n: usize) -> Result<Vec<Arc<Event>>, StoreError> {
-        let in_memory: Vec<Arc<Event>> = {
+        let (in_memory, loaded): (Vec<Arc<Event>>, bool) = {
             let st = self.lock();
             st.rooms
                 .get(room)
-                .map(|r| r.recent.iter().cloned().collect())
+                .map(|r| (r.recent.iter().cloned().collect(), r.loaded))
                 .unwrap_or_default()
         };
         let Some(path) = self.history.clone() else {
             return Ok(tail(in_memory, n));
         };
-        if in_memory.len() >= n || in_memory.len() < self.shared.replay {
+        if in_memory.len() >= n || (loaded && in_memory.len() < self.shared.replay) {
             // Memory has all that was asked, or all there is (it holds fewer than it could).
             return Ok(tail(in_memory, n));
         }
@@ -407,12 +427,18 @@ fn tail(mut events: Vec<Arc<Event>>, n: usize) -> Vec<Arc<Event>> {
     events
 }
 
-fn leave_room(st: &mut State, id: ClientId, room: &str) {
-    if let Some(r) = st.rooms.get_mut(room) {
-        r.members.remove(&id);
-        // An empty room that holds no history in memory costs nothing to forget.
-        if r.members.is_empty() && r.recent.is_empty() {
-            st.rooms.remove(room);
-        }
+fn leave_room(st: &mut State, id: ClientId, room: &str, forget_empty: bool) {
+    let Some(r) = st.rooms.get_mut(room) else {
+        return;
+    };
+    r.members.remove(&id);
+    if !r.members.is_empty() {
+        return;
+    }
+    // An empty room is forgotten when its history is on disk (the next join reloads it) or it has
+    // none. Without a store its recent messages are all the history there is, so empty rooms are
+    // kept, up to a bound, so that creating rooms cannot grow the server without limit.
+    if forget_empty || r.recent.is_empty() || st.rooms.len() > MAX_ROOMS_IN_MEMORY {
+        st.rooms.remove(room);
     }
 }

@@ -51,8 +51,9 @@ impl LineDecoder {
         }
     }
 
-    /// Takes whatever partial line is buffered (the pause rule), unless it is being discarded.
-    pub fn take_partial(&mut self, buf: &mut BytesMut) -> Option<BytesMut> {
+    /// Takes whatever partial line is buffered (the pause rule), unless it is being discarded:
+    /// a line, or [`Input::TooLong`] when the unterminated input is over the limit.
+    pub fn take_partial(&mut self, buf: &mut BytesMut) -> Option<Input> {
         self.scanned = 0;
         self.reported = 0;
         if buf.is_empty() || self.discarded.is_some() {
@@ -60,7 +61,10 @@ impl LineDecoder {
         }
         let mut line = buf.split();
         strip_cr(&mut line);
-        Some(line)
+        if line.len() > self.max {
+            return Some(Input::TooLong);
+        }
+        Some(Input::Line(line))
     }
 }
 
@@ -134,7 +138,7 @@ impl Decoder for LineDecoder {
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Input>, LineError> {
         match self.decode(buf)? {
-            Some(Input::Partial) | None => Ok(self.take_partial(buf).map(Input::Line)),
+            Some(Input::Partial) | None => Ok(self.take_partial(buf)),
             Some(input) => Ok(Some(input)),
         }
     }
@@ -188,6 +192,19 @@ mod tests {
         assert_eq!(
             out.last().unwrap().as_ref().unwrap_err(),
             "too much input without a newline"
+        );
+    }
+
+    #[test]
+    fn a_paused_partial_over_the_limit_is_refused() {
+        let mut d = LineDecoder::new(4, 100);
+        let mut buf = BytesMut::from(&b"12345"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap(), Some(Input::Partial));
+        assert_eq!(d.take_partial(&mut buf), Some(Input::TooLong));
+        let mut buf = BytesMut::from(&b"1234"[..]);
+        assert_eq!(
+            d.take_partial(&mut buf),
+            Some(Input::Line(BytesMut::from("1234")))
         );
     }
 

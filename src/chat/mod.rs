@@ -69,6 +69,8 @@ pub struct ChatSettings {
     pub announce_max: usize,
     /// How long a closing client's last output may take.
     pub flush_timeout: Duration,
+    /// A client whose socket takes none of its output for this long is disconnected.
+    pub write_timeout: Duration,
 }
 
 impl ChatSettings {
@@ -95,6 +97,7 @@ impl Default for ChatSettings {
             room: "lobby".into(),
             announce_max: 500,
             flush_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,26 +152,28 @@ impl std::fmt::Debug for ChatServer {
 impl ChatServer {
     /// Opens the history and the listening socket, and starts the sequencer.
     pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
-        let (store, path): (Box<dyn Store>, _) = match &config.history {
+        let (mut store, path): (Box<dyn Store>, _) = match &config.history {
             History::None => (Box::new(NoStore), None),
             History::Sqlite { path, full_sync } => (
                 Box::new(SqliteStore::open(path, *full_sync)?),
                 Some(path.clone()),
             ),
         };
+        // Read now so an unreadable history stops the start, rather than numbering clash later.
+        let last_seq = store.last_seq()?;
         let listener = Listener::bind(&config.endpoint).await?;
         let web = match config.web {
             Some(w) => Some(web::WebGateway::bind(w, &config.server).await?),
             None => None,
         };
         let settings = Arc::new(config.settings);
-        let shared = hub::Shared::new(settings.replay, settings.announce_max);
+        let shared = hub::Shared::new(settings.replay, settings.announce_max, path.is_some());
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let replay = settings.replay;
         let seq_shared = shared.clone();
         let sequencer = std::thread::Builder::new()
             .name("chat-sequencer".into())
-            .spawn(move || sequencer::run(seq_shared, rx, store, replay))
+            .spawn(move || sequencer::run(seq_shared, rx, store, replay, last_seq))
             .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
         Ok(ChatServer {
             listener,

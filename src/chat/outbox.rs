@@ -143,6 +143,20 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).stalled = stalled;
     }
 
+    /// Gives up on a client that has not taken any output for too long: as if its queue had
+    /// overflowed.
+    pub fn overflow(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.state == State::Open {
+            q.state = State::Overflowed;
+            q.items = VecDeque::new();
+            q.bytes = 0;
+        }
+        drop(q);
+        self.notify.notify_one();
+        self.ended.cancel();
+    }
+
     /// Asks the writer to send what is queued and close.
     pub fn close(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());

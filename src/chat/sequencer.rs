@@ -12,20 +12,16 @@ use super::store::Store;
 /// Most events taken into one transaction: bounds the latency of the first event of a burst.
 const MAX_BATCH: usize = 1024;
 
-/// Runs until every hub handle is dropped.
+/// Runs until every hub handle is dropped. `last_seq` is the highest sequence number already
+/// stored; numbering continues after it.
 pub fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Pending>,
     mut store: Box<dyn Store>,
     replay: usize,
+    last_seq: u64,
 ) {
-    let mut seq = match store.last_seq() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the last history entry; numbering from 0");
-            0
-        }
-    };
+    let mut seq = last_seq;
     let mut batch: Vec<Pending> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);

@@ -139,7 +139,7 @@ impl Session {
             self.reply("info", &format!("you are already in #{room}"), None);
             return Ok(());
         }
-        let old = self.hub.move_to(self.id, room.clone());
+        let (old, ticket) = self.hub.move_to(self.id, room.clone());
         if let Some(old) = old {
             let leave = Event::new(
                 Kind::Leave,
@@ -147,13 +147,20 @@ impl Session {
                 self.nick.clone(),
                 format!("went to #{room}"),
             );
-            self.post(leave, Route::Room).await?;
+            // No origin: the leaver is no longer in that room, even where only origins are told.
+            self.hub
+                .post(Pending {
+                    event: leave,
+                    route: Route::Room,
+                    origin: None,
+                })
+                .await?;
         }
         self.room = Some(room.clone());
         let join = Event::new(Kind::Join, Some(room), self.nick.clone(), "");
         let greeting = self.greeting();
-        self.post(join, Route::Join(self.id, self.outbox.clone(), greeting))
-            .await
+        let route = Route::Join(self.id, self.outbox.clone(), greeting, ticket);
+        self.post(join, route).await
     }
 
     /// The welcome and motd, once. They are delivered with the first join rather than at connect,
@@ -339,7 +346,28 @@ impl Session {
         };
         let n = n.min(self.cfg.max_history);
         match self.hub.history(&room, n).await {
-            Ok(events) => {
+            Ok(mut events) => {
+                // A reply is queued at once; keep it well inside the send queue so asking for
+                // history never looks like not reading.
+                let budget = self.cfg.sendq / 2;
+                let mut used = 0;
+                let keep = events
+                    .iter()
+                    .rev()
+                    .take_while(|e| {
+                        used += e.weight();
+                        used <= budget
+                    })
+                    .count();
+                let dropped = events.len() - keep;
+                events.drain(..dropped);
+                if dropped > 0 {
+                    self.reply(
+                        "info",
+                        &format!("{dropped} older messages left out: more would not fit the send queue (--sendq)"),
+                        None,
+                    );
+                }
                 self.reply(
                     "history",
                     &format!("last {} messages of #{room}:", events.len()),

@@ -76,8 +76,15 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
                 let partial = lines.decoder_mut().take_partial(&mut buf);
                 *lines.read_buffer_mut() = buf;
                 match partial {
-                    Some(line) => line,
-                    None => continue,
+                    Some(Input::Line(line)) => line,
+                    Some(Input::TooLong) => {
+                        s.error(&format!(
+                            "line too long (the limit is {} bytes); it was not sent",
+                            cfg.max_line
+                        ));
+                        continue;
+                    }
+                    _ => continue,
                 }
             }
             _ = &mut idle => {
@@ -161,6 +168,12 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
                     outbox.set_stalled(true);
                     let ok = tokio::select! {
                         r = &mut write => r.is_ok(),
+                        _ = tokio::time::sleep(cfg.write_timeout) => {
+                            // Nothing was taken for the whole time: the buffer it holds (up to the
+                            // looser cap) must not stay forever.
+                            outbox.overflow();
+                            false
+                        }
                         _ = ended.cancelled() => {
                             if outbox.state() == State::Overflowed {
                                 false

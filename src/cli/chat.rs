@@ -101,6 +101,10 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value = "24", value_parser = parse_count)]
     pub max_nick: usize,
 
+    /// Disconnect a client whose socket takes none of its output for this long
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "60s")]
+    pub write_timeout: Duration,
+
     /// Rooms with more members than this get no join/leave/nick notices (a crowd arriving at once
     /// would otherwise cost every member a notice per arrival)
     #[arg(long, value_name = "N", default_value_t = 500)]
@@ -237,6 +241,7 @@ impl ChatArgs {
             },
             room,
             announce_max: self.announce_max,
+            write_timeout: self.write_timeout,
             ..ChatSettings::default()
         };
         let history = if self.no_history {

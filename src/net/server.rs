@@ -104,7 +104,8 @@ pub async fn serve<H, F>(
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max_conns = opts.max_conns, "refused: connection limit reached");
-            if let Some(msg) = &opts.busy_message {
+            // Not over TLS: the client expects a handshake, and plain text would be noise to it.
+            if let (Some(msg), None) = (&opts.busy_message, &opts.tls) {
                 // Best effort and never blocking: the accept loop must not wait on a refused client.
                 if let Stream::Tcp(tcp) = &stream {
                     let _ = tcp.try_write(msg);
