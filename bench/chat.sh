@@ -95,26 +95,37 @@ start() { # name port command...
   wait_port "$port"
 }
 
-read -r P_SOCKIT P_NCAT P_IDLE <<<"$(free_ports 3)"
-start sockit "$P_SOCKIT" "$SOCKIT" -q chat "127.0.0.1:$P_SOCKIT" --history "$WORK/history.sqlite3" \
-  --rate 0 --max-conns $((CLIENTS + 100))
-start ncat "$P_NCAT" ncat -l --chat 127.0.0.1 "$P_NCAT" -m $((CLIENTS + 100))
+# Each phase gets fresh servers: ncat --chat does not always survive a thousand clients leaving at
+# once (seen here: the next phase found its port closed), and neither server should carry the
+# previous phase's backlog into the next.
+start_servers() { # phase
+  local phase=$1
+  read -r P_SOCKIT P_NCAT <<<"$(free_ports 2)"
+  start "sockit_$phase" "$P_SOCKIT" "$SOCKIT" -q chat "127.0.0.1:$P_SOCKIT" \
+    --history "$WORK/history-$phase.sqlite3" --rate 0 --max-conns $((CLIENTS + 100))
+  start "ncat_$phase" "$P_NCAT" ncat -l --chat 127.0.0.1 "$P_NCAT" -m $((CLIENTS + 100))
+  PID_sockit=$(eval echo "\$PID_sockit_$phase")
+  PID_ncat=$(eval echo "\$PID_ncat_$phase")
+}
 
 THREAD_FLAG=()
 [ -n "$THREADS" ] && THREAD_FLAG=(--threads "$THREADS")
 
 run_phase() { # phase rate
   local phase=$1 rate=$2 name port pid before after
+  start_servers "$phase"
   for name in sockit ncat; do
     port_var="P_${name^^}"; port=${!port_var}
     pid_var="PID_$name"; pid=${!pid_var}
     echo "  $phase: $name (port $port, pid $pid)..." >&2
     before=$(cpu_ticks "$pid")
-    "$SOCKIT" bench chat "127.0.0.1:$port" -c "$CLIENTS" --senders "$SENDERS" --rate "$rate" \
-      -d "$DURATION" "${THREAD_FLAG[@]}" --json >"$WORK/$phase-$name.json"
+    if ! "$SOCKIT" bench chat "127.0.0.1:$port" -c "$CLIENTS" --senders "$SENDERS" --rate "$rate" \
+      -d "$DURATION" "${THREAD_FLAG[@]}" --json >"$WORK/$phase-$name.json"; then
+      echo "  $phase: $name: the benchmark failed (server gone?)" >&2
+      echo '{"failed": true}' >"$WORK/$phase-$name.json"
+    fi
     after=$(cpu_ticks "$pid")
     echo $(( after - before )) >"$WORK/$phase-$name.ticks"
-    sleep 1 # let the server drop the last run's clients
   done
 }
 
@@ -124,6 +135,7 @@ echo "saturation: the same senders flat out" >&2
 run_phase saturation 0
 
 # Idle connections: a fresh server, its RSS before and while $IDLE clients sit connected.
+read -r P_IDLE <<<"$(free_ports 1)"
 start idle "$P_IDLE" "$SOCKIT" -q chat "127.0.0.1:$P_IDLE" --history "$WORK/idle.sqlite3" --max-conns $((IDLE + 100))
 sleep 0.5
 RSS_BEFORE=$(rss_kib "$PID_idle")
@@ -144,22 +156,27 @@ import json, sys
 work, tck, idle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def load(phase, name):
     d = json.load(open(f"{work}/{phase}-{name}.json"))
+    if d.get("failed"):
+        return None
     ticks = int(open(f"{work}/{phase}-{name}.ticks").read())
     d["server_cpu_pct"] = ticks / tck / (d["duration_secs"] + 4) * 100  # measured + settle/warm-up/grace
     return d
 for phase, title in [("offered", "offered load"), ("saturation", "saturation (senders flat out)")]:
     s, n = load(phase, "sockit"), load(phase, "ncat")
-    print(f"\n{title}: {s['clients']} clients in 1 room, {s['senders']} senders, {s['duration_secs']:.0f} s")
+    print(f"\n{title}")
     hdr = ("server", "deliveries/s", "delivered", "p50", "p99", "max", "server CPU", "errors")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name, d in [("sockit chat", s), ("ncat --chat", n)]:
+        if d is None:
+            print(f"| {name} | failed | | | | | | |")
+            continue
         lat = d["latency"] or {}
         f = lambda k: f"{lat[k] / 1000:.1f} ms" if k in lat else "n/a"
         errs = d["connect_errors"] + d["disconnects"] + d["garbled"]
         print(f"| {name} | {d['delivered_per_sec']:,.0f} | {d['delivery_ratio'] * 100:.1f} % | {f('p50_us')} | "
               f"{f('p99_us')} | {f('max_us')} | {d['server_cpu_pct']:.0f} % | {errs} |")
-    if n["delivered_per_sec"] > 0:
+    if s and n and n["delivered_per_sec"] > 0:
         print(f"ratio sockit / ncat deliveries/s: {s['delivered_per_sec'] / n['delivered_per_sec']:.1f}x")
 before, during = map(int, open(f"{work}/idle.rss").read().split())
 d = json.load(open(f"{work}/idle.json"))

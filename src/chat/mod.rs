@@ -38,8 +38,10 @@ use crate::net::{self, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
 /// Default address: the tutorials' chat room.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9003";
 
-/// Events waiting for the sequencer before senders are made to wait.
-const SEQUENCER_QUEUE: usize = 16 * 1024;
+/// Events waiting for the sequencer before senders are made to wait. Small on purpose: under
+/// overload a deep queue only adds latency (16k here gave 1.7 s p99 at saturation, 1024 gives 1.1 s
+/// with more throughput); the wait pushes back on the senders' TCP instead.
+const SEQUENCER_QUEUE: usize = 1024;
 
 /// Per-client behaviour and limits, validated.
 #[derive(Debug, Clone)]
