@@ -272,6 +272,12 @@ impl ChatHub {
         self.tx.send(pending).await.map_err(|_| HubClosed)
     }
 
+    /// Queues an event without waiting; fails if the sequencer is far behind or gone. For places
+    /// that cannot wait (a session being dropped).
+    pub fn try_post(&self, pending: Pending) -> Result<(), HubClosed> {
+        self.tx.try_send(pending).map_err(|_| HubClosed)
+    }
+
     /// Adds a client with a fresh guest nick. It joins a room later, through [`Route::Join`].
     pub fn register(&self, outbox: Arc<Outbox>) -> (ClientId, Arc<str>) {
         let mut st = self.lock();

@@ -39,6 +39,23 @@ pub struct Session {
     bucket: TokenBucket,
 }
 
+/// A session dropped without [`Session::close`] (its task cut at the end of a drain, or a panic)
+/// still leaves the hub: its nick is freed, its room told (if the sequencer has room for it), and
+/// its writer let go.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((nick, Some(room))) = self.hub.remove(self.id) {
+            let leave = Event::new(Kind::Leave, Some(room), nick, "connection closed");
+            let _ = self.hub.try_post(Pending {
+                event: leave,
+                route: Route::Room,
+                origin: None,
+            });
+        }
+        self.outbox.close();
+    }
+}
+
 impl Session {
     /// Registers a new client with the hub (it is greeted when it first joins a room). The caller
     /// runs a writer that drains the returned outbox to the client.
@@ -106,6 +123,16 @@ impl Session {
 
     fn format(&self) -> Format {
         self.outbox.format()
+    }
+
+    /// The message a failed post gets: the hub is gone only when the server stops, or when its
+    /// sequencer has died — which clients must not be told is a shutdown.
+    pub fn hub_gone(shutting_down: bool) -> End {
+        if shutting_down {
+            End::Shutdown
+        } else {
+            End::Error("the chat service is unavailable")
+        }
     }
 
     pub fn reply(&self, kind: &str, text: &str, extra: Option<serde_json::Value>) {

@@ -66,7 +66,7 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
             },
             _ = &mut negotiate, if !s.in_room() => {
                 if s.enter_default().await.is_err() {
-                    break End::Shutdown;
+                    break Session::hub_gone(shutdown.is_cancelled());
                 }
                 continue;
             }
@@ -126,7 +126,7 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
         match s.handle(&line).await {
             Ok(None) => {}
             Ok(Some(end)) => break end,
-            Err(_) => break End::Shutdown,
+            Err(_) => break Session::hub_gone(shutdown.is_cancelled()),
         }
     };
 
