@@ -51,49 +51,10 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 SOCKIT=$TARGET_DIR/release/sockit
 CLK_TCK=$(getconf CLK_TCK)
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-WORK=$(mktemp -d)
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-wait_port() {
-  local port=$1 i
-  for i in $(seq 1 100); do
-    if [ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]; then return 0; fi
-    sleep 0.05
-  done
-  echo "chat.sh: nothing listens on port $port after 5 s" >&2
-  exit 1
-}
-
-cpu_ticks() {
-  awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-
-start() { # name port command...
-  local name=$1 port=$2
-  shift 2
-  setsid "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-  eval "PID_$name=$!"
-  wait_port "$port"
-}
 
 # Each phase gets fresh servers: ncat --chat does not always survive a thousand clients leaving at
 # once (seen here: the next phase found its port closed), and neither server should carry the
