@@ -118,12 +118,8 @@ impl Outbox {
             if after > self.limit
                 && (q.stalled || after > self.limit.saturating_mul(UNSTALLED_FACTOR))
             {
-                q.state = State::Overflowed;
-                q.items = VecDeque::new();
-                q.bytes = 0;
                 drop(q);
-                self.notify.notify_one();
-                self.ended.cancel();
+                self.overflow();
                 return false;
             }
             q.bytes += weight;
@@ -143,8 +139,8 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).stalled = stalled;
     }
 
-    /// Gives up on a client that has not taken any output for too long: as if its queue had
-    /// overflowed.
+    /// Gives up on the client: its queue is dropped and its writer tells it why and closes. Used
+    /// when a push passes the limit, and when its socket has taken nothing for too long.
     pub fn overflow(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.state == State::Open {

@@ -8,127 +8,28 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// The longest any single expected event may take (generous: CI machines are slow and busy).
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A `sockit chat` process, killed when dropped.
-pub struct Chat {
-    child: Child,
-    /// What the server announced: `127.0.0.1:PORT` or `unix:/path`.
-    pub announced: String,
-    stderr: Arc<Mutex<String>>,
-}
+// The process harness is the one the other suites use.
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::Server;
+
+/// Starts `sockit chat ARGS...` on the shared harness ([`Server`], killed when dropped) and waits
+/// for its `listening on ADDR (proto)` line.
+pub struct Chat;
 
 impl Chat {
-    /// Runs `sockit chat ARGS...` and waits for its `listening on ADDR (proto)` line.
-    pub fn start(args: &[&str]) -> Chat {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
-        cmd.arg("chat")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn sockit chat");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        sink.lock().unwrap().push_str(&line);
-                        if let Some(rest) = line.split("sockit chat: listening on ").nth(1) {
-                            let addr = rest.split(" (").next().unwrap_or("").trim().to_string();
-                            let _ = tx.send(addr);
-                        }
-                    }
-                }
-            }
-        });
-        let announced = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "chat server did not announce its address; stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        Chat {
-            child,
-            announced,
-            stderr,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.announced
-            .parse()
-            .unwrap_or_else(|_| panic!("not an internet address: {}", self.announced))
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr().port()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Sends a signal (libc::SIGTERM, SIGKILL...).
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
-    }
-
-    /// Waits up to `limit` for the process to exit; `None` if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The process's resident set size in KiB, from /proc/PID/status.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["chat"];
+        all.extend_from_slice(args);
+        Server::start(&all)
     }
 }
 
