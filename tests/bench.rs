@@ -212,11 +212,20 @@ async fn chat_bench_counts_every_delivery_to_sockit_chat() {
         "1s",
         "--warmup",
         "0.2s",
+        "--server-pid",
+        &std::process::id().to_string(),
         "--json",
     ])
     .await;
     let r = report(&out);
     assert_eq!(r["connected"], 12);
+    // The server runs in this test process: its CPU over the window was read from /proc.
+    let cpu = &r["server_cpu"];
+    assert!(
+        cpu["user_secs"].as_f64().unwrap() + cpu["sys_secs"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(cpu["us_per_op"].as_f64().unwrap() > 0.0, "{r}");
     let sent = r["sent"].as_u64().unwrap();
     assert!(sent >= 40, "4 senders at 20/s for 1 s sent only {sent}");
     // Two rooms of 6: each message is due to the 5 others in its room, and sockit delivers all.
@@ -279,4 +288,44 @@ async fn chat_bench_measures_ncat_chat_too() {
     // ncat --chat does not send a message back to its sender, and prefixes `<userN> `.
     assert_eq!(r["echoed_to_sender"], 0);
     assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// A server that accepts connections and never says a word: a client it has not greeted is not
+/// counted as a member (a full accept queue leaves clients "connected" that no server ever saw),
+/// unless told to with --no-greeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_counts_only_greeted_clients_as_connected() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let strict = [
+        "bench",
+        "chat",
+        &addr,
+        "-c",
+        "3",
+        "--senders",
+        "0",
+        "-d",
+        "0.5s",
+        "--warmup",
+        "0s",
+        "-w",
+        "1s",
+        "--json",
+    ];
+    let out = sockit(&strict).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("greeting"), "{err}");
+
+    let loose = [&strict[..], &["--no-greeting"]].concat();
+    let r = report(&sockit(&loose).await);
+    assert_eq!(r["connected"], 3, "{r}");
+    silent.abort();
 }

@@ -4,26 +4,45 @@
 //! It speaks plain lines, so it measures any line-based chat server: sockit's, `ncat --chat`, an IRC
 //! bouncer's raw port. A message is `BENCH <sender> <seq> <sent-ns>`; receivers find `BENCH ` anywhere
 //! in a line (servers prefix nicks and times), so the server's own formatting does not matter.
+//!
+//! A client counts as connected once the server has greeted it, and reads from that moment on (a
+//! server that announces every arrival to everyone must never find full sockets). With
+//! `--server-pid` the server's CPU over the measured window is read from `/proc`, and divided by the
+//! deliveries: CPU per delivery is what one core of the server can do, whichever side is the
+//! bottleneck on a small machine.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::report::{format_rate, CpuTime, CpuUsage, Latencies, LatencySummary, Table};
+use super::report::{
+    format_rate, CpuTime, CpuUsage, Latencies, LatencyRecorder, LatencySummary, Table,
+};
 use super::BenchError;
-use crate::net::{self, ConnectOptions, Endpoint};
+use crate::net::{self, ConnectOptions, Endpoint, Stream};
 
 /// The chat server's default address.
 pub const DEFAULT_TARGET: &str = "127.0.0.1:9003";
 
-/// Connections opened at once while setting up: enough to be quick, few enough that a server with
-/// a short accept backlog (ncat's) does not drop SYNs.
-const CONNECT_PARALLEL: usize = 32;
+/// Clients joining at once while setting up (each holds its place until the server greets it):
+/// enough to be quick against a server that greets after a pause (sockit waits 150 ms for a JSON
+/// hello). A server with a short accept backlog (ncat's is 10) needs fewer: see
+/// [`ChatBenchConfig::connect_parallel`].
+pub const CONNECT_PARALLEL: usize = 64;
+
+/// Receive buffer per client. At saturation a client reads hundreds of lines per call; a large
+/// buffer means fewer reads, and the load generator must stay cheaper than the server it measures.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Longest line the load generator keeps looking for a newline in; anything longer is counted as
+/// garbled and dropped.
+const MAX_LINE: usize = 64 * 1024;
 
 /// A validated chat benchmark.
 #[derive(Debug, Clone)]
@@ -46,6 +65,17 @@ pub struct ChatBenchConfig {
     pub settle: Duration,
     /// Time after sending stops for messages still on their way.
     pub grace: Duration,
+    /// Count a client as connected only once the server has sent it something (its welcome). A
+    /// server with a full accept queue can leave a client connected in the kernel that it never
+    /// accepted; without this such clients count as members that receive nothing.
+    pub await_greeting: bool,
+    /// Clients connecting at once. More than the server's accept backlog and SYNs are dropped and
+    /// retried after seconds; a client that then gives up makes ncat --chat quit ("getpeername
+    /// failed ... QUITTING"), so against ncat keep this under its backlog of 10.
+    pub connect_parallel: usize,
+    /// The server's process, if it runs on this machine: its CPU time over the measured window is
+    /// reported (and per delivery, which says what one core of it can do whatever the load).
+    pub server_pid: Option<u32>,
     pub connect: ConnectOptions,
 }
 
@@ -62,6 +92,9 @@ impl ChatBenchConfig {
             warmup: Duration::from_secs(1),
             settle: Duration::from_secs(1),
             grace: Duration::from_secs(2),
+            await_greeting: true,
+            connect_parallel: CONNECT_PARALLEL,
+            server_pid: None,
             connect: ConnectOptions {
                 timeout: Some(Duration::from_secs(10)),
                 ..ConnectOptions::default()
@@ -70,9 +103,9 @@ impl ChatBenchConfig {
     }
 
     fn validate(&self) -> Result<(), BenchError> {
-        if self.clients == 0 || self.rooms == 0 {
+        if self.clients == 0 || self.rooms == 0 || self.connect_parallel == 0 {
             return Err(BenchError::Config(
-                "clients and rooms must be at least 1".into(),
+                "clients, rooms and connections at once must be at least 1".into(),
             ));
         }
         if self.senders > self.clients {
@@ -122,6 +155,9 @@ pub struct ChatReport {
     pub garbled: u64,
     pub first_error: Option<String>,
     pub client_cpu: CpuUsage,
+    /// The server's CPU over the measured window, per delivery in `us_per_op` (with `--server-pid`;
+    /// missing if the process could not be read at both ends of the window).
+    pub server_cpu: Option<CpuUsage>,
 }
 
 impl ChatReport {
@@ -169,6 +205,16 @@ impl ChatReport {
                     self.client_cpu.percent, self.client_cpu.user_secs, self.client_cpu.sys_secs
                 ),
             );
+        if let Some(c) = &self.server_cpu {
+            t.row(
+                "server CPU",
+                format!(
+                    "{:.0} % ({:.3} µs per delivery)",
+                    c.percent,
+                    c.us_per_op.unwrap_or(0.0)
+                ),
+            );
+        }
         if let Some(e) = &self.first_error {
             t.row("first error", e.clone());
         }
@@ -183,6 +229,20 @@ struct Counters {
     echoed: AtomicU64,
     disconnects: AtomicU64,
     garbled: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, t: &Tally) {
+        for (counter, n) in [
+            (&self.delivered, t.delivered),
+            (&self.echoed, t.echoed),
+            (&self.garbled, t.garbled),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// The measured window, as nanoseconds since the run's epoch.
@@ -203,23 +263,38 @@ impl Window {
     }
 }
 
+/// What every client learns once all have connected: when the run starts and how big its room is.
+#[derive(Debug)]
+struct Go {
+    window: Window,
+    start: Duration,
+    room_size: Vec<u64>,
+}
+
 /// Runs the benchmark on this runtime (use [`super::on_own_runtime`] to give it its own threads).
 pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, BenchError> {
     config.validate()?;
     let config = Arc::new(config);
+    let counters = Arc::new(Counters::default());
+    let latencies = Latencies::new();
+    let sent_total = Arc::new(AtomicU64::new(0));
+    let sent_expected = Arc::new(AtomicU64::new(0));
+    let (go_tx, go_rx) = watch::channel(None::<Arc<Go>>);
 
-    // Connect everyone, a bounded number at a time.
-    let gate = Arc::new(Semaphore::new(CONNECT_PARALLEL));
+    // Connect everyone, a bounded number at a time. Each client starts reading as soon as it is
+    // in: a server that broadcasts every arrival (ncat) must not find a thousand full sockets.
+    let gate = Arc::new(Semaphore::new(config.connect_parallel));
     let mut connecting = JoinSet::new();
     for i in 0..config.clients {
         let gate = gate.clone();
         let config = config.clone();
         connecting.spawn(async move {
             let _slot = gate.acquire().await;
-            (i, net::connect(&config.target, &config.connect).await)
+            (i, open(&config).await)
         });
     }
-    let mut streams = Vec::with_capacity(config.clients);
+    let mut tasks = JoinSet::new();
+    let mut members = Vec::with_capacity(config.clients);
     let mut connect_errors = 0u64;
     let mut first_error = None;
     // The whole connect phase is bounded too: a server that stops accepting (ncat blocked in a
@@ -241,10 +316,23 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
             }
         };
         match joined {
-            Ok((i, Ok(stream))) => streams.push((i, stream)),
+            Ok((i, Ok((stream, greeting)))) => {
+                members.push(i);
+                let client = Client {
+                    id: i,
+                    room: i % config.rooms,
+                    sender: i < config.senders,
+                    config: config.clone(),
+                    counters: counters.clone(),
+                    sent_total: sent_total.clone(),
+                    sent_expected: sent_expected.clone(),
+                };
+                let recorder = latencies.recorder();
+                tasks.spawn(client.run(stream, greeting, go_rx.clone(), recorder));
+            }
             Ok((_, Err(e))) => {
                 connect_errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert(e);
             }
             Err(e) => {
                 connect_errors += 1;
@@ -252,16 +340,16 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
             }
         }
     }
-    if streams.is_empty() {
+    if members.is_empty() {
         return Err(BenchError::Config(format!(
             "no client could connect to {}: {}",
             config.target,
             first_error.unwrap_or_default()
         )));
     }
-    let connected = streams.len();
+    let connected = members.len();
     let mut room_size = vec![0u64; config.rooms];
-    for (i, _) in &streams {
+    for i in &members {
         room_size[i % config.rooms] += 1;
     }
 
@@ -274,106 +362,20 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
         from_ns: from.as_nanos() as u64,
         to_ns: to.as_nanos() as u64,
     };
-    let counters = Arc::new(Counters::default());
-    let latencies = Latencies::new();
-    let sent_total = Arc::new(AtomicU64::new(0));
-    let sent_expected = Arc::new(AtomicU64::new(0));
     let cpu_before = CpuTime::now();
+    let _ = go_tx.send(Some(Arc::new(Go {
+        window,
+        start,
+        room_size,
+    })));
 
-    let mut tasks = JoinSet::new();
-    for (i, stream) in streams {
-        let room = i % config.rooms;
-        let sender = i < config.senders;
-        let (reader, mut writer) = tokio::io::split(stream);
-        let counters = counters.clone();
-        let mut recorder = latencies.recorder();
-        let others = room_size[room].saturating_sub(1);
-        let config = config.clone();
-        let sent_total = sent_total.clone();
-        let sent_expected = sent_expected.clone();
-        tasks.spawn(async move {
-            if config.rooms > 1 {
-                let _ = writer
-                    .write_all(format!("/join bench-{room}\n").as_bytes())
-                    .await;
-            }
-            let read = async {
-                let mut reader = BufReader::new(reader);
-                let mut line = Vec::with_capacity(256);
-                loop {
-                    line.clear();
-                    match reader.read_until(b'\n', &mut line).await {
-                        Ok(0) | Err(_) => {
-                            counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        Ok(_) => {}
-                    }
-                    let Some(at) = find(&line, b"BENCH ") else {
-                        continue;
-                    };
-                    let now = window.now_ns();
-                    match parse(&line[at + 6..]) {
-                        Some((from_id, sent_ns)) if window.contains(sent_ns) => {
-                            if from_id == i as u64 {
-                                counters.echoed.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                counters.delivered.fetch_add(1, Ordering::Relaxed);
-                                recorder.record(Duration::from_nanos(now.saturating_sub(sent_ns)));
-                            }
-                        }
-                        Some(_) => {}
-                        None => {
-                            counters.garbled.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            };
-            let send = async {
-                if !sender {
-                    return std::future::pending::<()>().await;
-                }
-                // Senders start spread over one interval, as independent people would be; started
-                // together, every tick would be a burst of `senders` messages at once.
-                let phase = if config.rate > 0.0 {
-                    Duration::from_secs_f64(i as f64 / config.senders as f64 / config.rate)
-                } else {
-                    Duration::ZERO
-                };
-                tokio::time::sleep_until((epoch + start + phase).into()).await;
-                let mut tick = (config.rate > 0.0).then(|| {
-                    let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
-                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    t
-                });
-                let mut seq = 0u64;
-                loop {
-                    if let Some(t) = tick.as_mut() {
-                        t.tick().await;
-                    }
-                    let now = window.now_ns();
-                    if now >= window.to_ns {
-                        break;
-                    }
-                    seq += 1;
-                    let msg = format!("BENCH {i} {seq} {now}\n");
-                    if writer.write_all(msg.as_bytes()).await.is_err() {
-                        break;
-                    }
-                    if window.contains(now) {
-                        sent_total.fetch_add(1, Ordering::Relaxed);
-                        sent_expected.fetch_add(others, Ordering::Relaxed);
-                    }
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                _ = read => {}
-                _ = send => {}
-            }
-        });
-    }
-
+    let server_pid = config.server_pid;
+    let server_cpu = |at: Duration| async move {
+        tokio::time::sleep_until((epoch + at).into()).await;
+        server_pid.and_then(CpuTime::of_process)
+    };
+    let server_from = server_cpu(from).await;
+    let server_to = server_cpu(to).await;
     tokio::time::sleep_until((epoch + to + config.grace).into()).await;
     let cpu = CpuTime::now().usage_since(&cpu_before, epoch.elapsed(), 0);
     tasks.abort_all();
@@ -409,23 +411,239 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
         garbled: counters.garbled.load(Ordering::Relaxed),
         first_error,
         client_cpu: cpu,
+        server_cpu: match (server_from, server_to) {
+            (Some(a), Some(b)) => Some(b.usage_since(&a, config.duration, delivered)),
+            _ => None,
+        },
     })
 }
 
-/// Where `BENCH ` starts in a line. The load generator reads millions of lines a second at
-/// saturation, so the search is memchr's SIMD one rather than a byte-window scan.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
+/// One connected client of the load: reads from the moment it is in, sends (if it is a sender)
+/// once the run starts.
+struct Client {
+    id: usize,
+    room: usize,
+    sender: bool,
+    config: Arc<ChatBenchConfig>,
+    counters: Arc<Counters>,
+    sent_total: Arc<AtomicU64>,
+    sent_expected: Arc<AtomicU64>,
 }
 
-/// Parses `<sender> <seq> <sent-ns>` at the start of `rest`.
+impl Client {
+    async fn run(
+        self,
+        stream: Stream,
+        greeting: Vec<u8>,
+        go: watch::Receiver<Option<Arc<Go>>>,
+        recorder: LatencyRecorder,
+    ) {
+        let (reader, writer) = tokio::io::split(stream);
+        let read = receive(
+            reader,
+            greeting,
+            self.id as u64,
+            go.clone(),
+            recorder,
+            &self.counters,
+        );
+        tokio::select! {
+            _ = read => {}
+            _ = self.send(writer, go) => {}
+        }
+    }
+
+    /// Joins its room and, if a sender, sends until the window closes; then waits forever (the
+    /// reader decides when the client is done).
+    async fn send(&self, mut writer: WriteHalf<Stream>, mut go: watch::Receiver<Option<Arc<Go>>>) {
+        let go = go
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|g| g.clone());
+        let Some(go) = go else {
+            return std::future::pending().await;
+        };
+        let config = &self.config;
+        if config.rooms > 1 {
+            let join = format!("/join bench-{}\n", self.room);
+            let _ = writer.write_all(join.as_bytes()).await;
+        }
+        if !self.sender {
+            return std::future::pending().await;
+        }
+        let window = go.window;
+        let others = go.room_size[self.room].saturating_sub(1);
+        // Senders start spread over one interval, as independent people would be; started
+        // together, every tick would be a burst of `senders` messages at once.
+        let phase = if config.rate > 0.0 {
+            Duration::from_secs_f64(self.id as f64 / config.senders as f64 / config.rate)
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::sleep_until((window.epoch + go.start + phase).into()).await;
+        let mut tick = (config.rate > 0.0).then(|| {
+            let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            t
+        });
+        let mut seq = 0u64;
+        let mut msg = Vec::with_capacity(64);
+        loop {
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
+            }
+            let now = window.now_ns();
+            if now >= window.to_ns {
+                break;
+            }
+            seq += 1;
+            msg.clear();
+            let _ = writeln!(msg, "BENCH {} {seq} {now}", self.id);
+            // Counted before the write: a write still waiting on a full socket when the run ends
+            // may already have been partly delivered.
+            if window.contains(now) {
+                self.sent_total.fetch_add(1, Ordering::Relaxed);
+                self.sent_expected.fetch_add(others, Ordering::Relaxed);
+            }
+            if writer.write_all(&msg).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// Connects one client and, when the config asks for it, waits for the server's first line.
+/// Returns the stream and whatever was read meanwhile (the receive loop starts from it).
+async fn open(config: &ChatBenchConfig) -> Result<(Stream, Vec<u8>), String> {
+    let attempt = async {
+        let mut stream = net::connect(
+            &config.target,
+            &ConnectOptions {
+                timeout: None,
+                ..config.connect.clone()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut got = Vec::with_capacity(if config.await_greeting { 1024 } else { 0 });
+        while config.await_greeting && memchr::memchr(b'\n', &got).is_none() {
+            got.reserve(1024);
+            match stream.read_buf(&mut got).await {
+                Ok(0) => return Err("the server closed the connection before greeting".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading the greeting: {e}")),
+            }
+        }
+        Ok((stream, got))
+    };
+    match config.connect.timeout {
+        Some(after) => tokio::time::timeout(after, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{}: no {} within {after:?}",
+                    config.target,
+                    if config.await_greeting {
+                        "connection and greeting"
+                    } else {
+                        "connection"
+                    }
+                ))
+            }),
+        None => attempt.await,
+    }
+}
+
+/// What one client saw, added to the shared [`Counters`] after each read.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    echoed: u64,
+    garbled: u64,
+}
+
+/// Reads one client's socket until it closes, counting and timing every `BENCH` line. Works on
+/// whole reads: one clock reading per read (lines that arrived together arrived at the same time)
+/// and one update of the shared counters, so that at millions of lines a second the load generator
+/// spends its time in the kernel, not in bookkeeping.
+async fn receive(
+    mut reader: impl AsyncRead + Unpin,
+    mut buf: Vec<u8>,
+    me: u64,
+    go: watch::Receiver<Option<Arc<Go>>>,
+    mut recorder: LatencyRecorder,
+    counters: &Counters,
+) {
+    let finder = memchr::memmem::Finder::new(b"BENCH ");
+    let mut window = None;
+    loop {
+        if window.is_none() {
+            window = go.borrow().as_ref().map(|g| g.window);
+        }
+        let now = window.map_or(0, |w| w.now_ns());
+        let mut tally = Tally::default();
+        let mut start = 0;
+        while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
+            let line = &buf[start..start + n];
+            start += n + 1;
+            // Before the run starts there is nothing to count (welcomes, join notices).
+            let Some(window) = window else {
+                continue;
+            };
+            let Some(at) = finder.find(line) else {
+                continue;
+            };
+            match parse(&line[at + 6..]) {
+                Some((from, sent_ns)) if window.contains(sent_ns) => {
+                    if from == me {
+                        tally.echoed += 1;
+                    } else {
+                        tally.delivered += 1;
+                        recorder.record(Duration::from_nanos(now.saturating_sub(sent_ns)));
+                    }
+                }
+                Some(_) => {}
+                None => tally.garbled += 1,
+            }
+        }
+        buf.drain(..start);
+        if buf.len() > MAX_LINE {
+            buf.clear();
+            tally.garbled += 1;
+        }
+        counters.add(&tally);
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Parses `<sender> <seq> <sent-ns>` at the start of `rest` (by hand: it runs for every line).
 fn parse(rest: &[u8]) -> Option<(u64, u64)> {
-    let text = std::str::from_utf8(rest).ok()?;
-    let mut fields = text.split_ascii_whitespace();
-    let sender = fields.next()?.parse().ok()?;
-    let _seq: u64 = fields.next()?.parse().ok()?;
-    let sent = fields.next()?.parse().ok()?;
+    let mut fields = rest
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let sender = number(fields.next()?)?;
+    number(fields.next()?)?;
+    let sent = number(fields.next()?)?;
     Some((sender, sent))
+}
+
+/// A decimal u64 made only of digits.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -433,13 +651,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_messages_in_any_server_format() {
+    fn parses_messages_in_any_server_format() {
         let line = b"[12:00:00] <guest1> BENCH 3 17 123456\r\n";
-        let at = find(line, b"BENCH ").unwrap();
+        let at = memchr::memmem::find(line, b"BENCH ").unwrap();
         assert_eq!(parse(&line[at + 6..]), Some((3, 123456)));
         let ncat = b"<user5> BENCH 9 1 42\n";
-        let at = find(ncat, b"BENCH ").unwrap();
+        let at = memchr::memmem::find(ncat, b"BENCH ").unwrap();
         assert_eq!(parse(&ncat[at + 6..]), Some((9, 42)));
         assert_eq!(parse(b"3 x"), None);
+        assert_eq!(parse(b"3 4"), None);
+        assert_eq!(parse(b"3 4 5<user7> 6"), None);
+        assert_eq!(number(b"99999999999999999999"), None);
+    }
+
+    #[tokio::test]
+    async fn counts_lines_split_across_reads_and_across_the_window() {
+        let window = Window {
+            epoch: Instant::now(),
+            from_ns: 100,
+            to_ns: 1_000,
+        };
+        let latencies = Latencies::new();
+        let counters = Counters::default();
+        let (_go_tx, go) = watch::channel(Some(Arc::new(Go {
+            window,
+            start: Duration::ZERO,
+            room_size: vec![3],
+        })));
+        // The greeting read while connecting holds the start of a line; the rest follows.
+        let greeting = b"* welcome\n<b> BENCH 2 1 ".to_vec();
+        let rest: &[u8] = b"150\n<a> BENCH 1 2 200\n<b> BENCH 2 3 50\n<b> BENCH 2 x 300\nnoise\n";
+        receive(rest, greeting, 1, go, latencies.recorder(), &counters).await;
+        assert_eq!(counters.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.echoed.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.garbled.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.disconnects.load(Ordering::Relaxed), 1);
+        assert_eq!(latencies.summary().map(|s| s.count), Some(1));
     }
 }

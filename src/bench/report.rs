@@ -146,6 +146,27 @@ impl CpuTime {
         }
     }
 
+    /// CPU time another process has used so far (all its threads), from `/proc/PID/stat`; `None`
+    /// once it has exited or if it is not ours to read. Lets a benchmark measure the server it
+    /// loads over exactly the measured window.
+    pub fn of_process(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces: fields are counted
+        // from the last ")". utime and stime are fields 14 and 15 of the file.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_ascii_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        // SAFETY: sysconf only reads a configuration value.
+        let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let tck = u64::try_from(tck).ok().filter(|&t| t > 0)?;
+        let ticks = |t: u64| Duration::from_secs_f64(t as f64 / tck as f64);
+        Some(CpuTime {
+            user: ticks(utime),
+            sys: ticks(stime),
+        })
+    }
+
     /// What was used between `earlier` and `self`, over `wall` of elapsed time and `ops` operations.
     pub fn usage_since(&self, earlier: &CpuTime, wall: Duration, ops: u64) -> CpuUsage {
         let user = self.user.saturating_sub(earlier.user).as_secs_f64();

@@ -158,6 +158,47 @@ impl Event {
     }
 }
 
+/// Consecutive events of one room, queued to every member as one item: each member's queue takes
+/// one entry per sequenced run rather than one per event, and the run is rendered once per format
+/// for the whole room, so a member's writer sends shared bytes without copying them.
+#[derive(Debug)]
+pub struct Batch {
+    events: Vec<Arc<Event>>,
+    weight: usize,
+    rendered: [OnceLock<Bytes>; Format::COUNT],
+}
+
+impl Batch {
+    pub fn new(events: Vec<Arc<Event>>) -> Self {
+        Batch {
+            weight: events.iter().map(|e| e.weight()).sum(),
+            events,
+            rendered: Default::default(),
+        }
+    }
+
+    pub fn events(&self) -> &[Arc<Event>] {
+        &self.events
+    }
+
+    /// Rough size in bytes, for the per-client queue limit.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
+    /// Every event rendered for `format`, back to back, rendered on first use.
+    pub fn render(&self, format: Format) -> &Bytes {
+        self.rendered[format.index()].get_or_init(|| {
+            let mut all =
+                Vec::with_capacity(self.events.iter().map(|e| e.render(format).len()).sum());
+            for e in &self.events {
+                all.extend_from_slice(e.render(format));
+            }
+            Bytes::from(all)
+        })
+    }
+}
+
 /// What an event says, without the time: `<ann> hi`, `* ann waves`, `* bob joined #lobby`. Shared
 /// by the server's plain rendering and sockit's own clients, so both show events the same way.
 pub fn describe(kind: Kind, nick: &str, room: &str, target: &str, text: &str) -> String {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::event::Event;
+use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
 use super::store::{self, StoreError};
 
@@ -242,12 +242,17 @@ impl Run {
         if self.events.is_empty() {
             return;
         }
+        let item = if self.events.len() == 1 {
+            OutItem::Event(self.events[0].clone())
+        } else {
+            OutItem::Batch(Arc::new(Batch::new(std::mem::take(&mut self.events))))
+        };
+        self.events.clear();
         if let Some(room) = self.room.as_ref().and_then(|n| st.rooms.get(n)) {
             for o in room.members.values() {
-                o.push_all(self.events.iter().map(|e| OutItem::Event(e.clone())));
+                o.push(item.clone());
             }
         }
-        self.events.clear();
     }
 }
 

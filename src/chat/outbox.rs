@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::event::Event;
+use super::event::{Batch, Event};
 use super::wire::Format;
 
 /// How many times the limit a queue may hold while its writer is not stalled on the socket.
@@ -29,6 +29,8 @@ pub const UNSTALLED_FACTOR: usize = 16;
 pub enum OutItem {
     /// A shared event, rendered in the client's format by the writer.
     Event(Arc<Event>),
+    /// Shared consecutive events of one room (what a busy room's members get).
+    Batch(Arc<Batch>),
     /// Bytes already rendered for this client (replies to its commands).
     Raw(Bytes),
 }
@@ -37,7 +39,30 @@ impl OutItem {
     fn weight(&self) -> usize {
         match self {
             OutItem::Event(e) => e.weight(),
+            OutItem::Batch(b) => b.weight(),
             OutItem::Raw(b) => b.len(),
+        }
+    }
+
+    /// The item's bytes in `format`, shared rather than copied (for byte streams).
+    pub fn bytes(&self, format: Format) -> Bytes {
+        match self {
+            OutItem::Event(e) => e.render(format).clone(),
+            OutItem::Batch(b) => b.render(format).clone(),
+            OutItem::Raw(b) => b.clone(),
+        }
+    }
+
+    /// The item's bytes in `format`, one piece per event (for transports that frame each event
+    /// on its own, like WebSocket).
+    pub fn pieces(&self, format: Format) -> Vec<Bytes> {
+        match self {
+            OutItem::Batch(b) => b
+                .events()
+                .iter()
+                .map(|e| e.render(format).clone())
+                .collect(),
+            _ => vec![self.bytes(format)],
         }
     }
 }
@@ -217,6 +242,38 @@ mod tests {
         assert!(q.push(raw(60)));
         assert!(!q.push(raw(60)));
         assert_eq!(q.state(), State::Overflowed);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_entry_rendered_once_and_split_for_framed_transports() {
+        use crate::chat::event::Kind;
+        let say = |t: &str| {
+            Arc::new(Event::new(
+                Kind::Message,
+                Some("lobby".into()),
+                "ann".into(),
+                t,
+            ))
+        };
+        let batch = Arc::new(Batch::new(vec![say("one"), say("two")]));
+        let item = OutItem::Batch(batch.clone());
+        let whole = item.bytes(Format::Utf8);
+        // Every member shares the one rendering.
+        assert_eq!(whole.as_ptr(), batch.render(Format::Utf8).as_ptr());
+        let text = String::from_utf8_lossy(&whole);
+        assert!(
+            text.contains("<ann> one\r\n") && text.contains("<ann> two\r\n"),
+            "{text}"
+        );
+        let pieces = item.pieces(Format::Json);
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces[1].starts_with(b"{") && pieces[1].ends_with(b"\n"));
+
+        let q = Outbox::new(1000, Format::Utf8);
+        assert!(q.push(item));
+        let mut out = Vec::new();
+        q.take(&mut out).await;
+        assert_eq!(out.len(), 1);
     }
 
     #[tokio::test]

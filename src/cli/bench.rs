@@ -36,10 +36,16 @@ pub enum BenchKind {
 
 pub const CHAT_EXAMPLES: &str = "Examples:
   sockit bench chat                          1000 clients in one room, 10 senders at 10 lines/s, 10 s
-  sockit bench chat --rate 0                 the same senders flat out (saturation)
+  sockit bench chat --senders 1000 --rate 4  everyone talking: 4M deliveries/s offered
+  sockit bench chat --rate 0                 10 senders flat out, one stream each
+  sockit bench chat --server-pid $(pgrep -f 'sockit chat')   also report the server's CPU per delivery
   sockit bench chat -c 200 --rooms 4 --senders 40 --json
   sockit bench chat -c 10000 --senders 0     hold 10,000 idle clients (measure the server's memory)
-Start sockit chat with --rate 0 (or a rate above the load's): its default allows 5 lines/s per client.";
+  sockit bench chat 127.0.0.1:9200 --connect-parallel 8      ncat --chat (listen backlog 10)
+A client counts as connected once the server has sent it a line (--no-greeting: once TCP is up).
+Start sockit chat with --rate 0 (or a rate above the load's): its default allows 5 lines/s per client.
+bench/chat.sh runs sockit chat, ncat --chat and a Python room side by side and finds each one's
+capacity.";
 
 #[derive(Debug, Args)]
 pub struct ChatBenchArgs {
@@ -62,6 +68,20 @@ pub struct ChatBenchArgs {
     /// Lines per second per sender (0 = as fast as the server takes them)
     #[arg(long, value_name = "N", default_value_t = 10.0)]
     pub rate: f64,
+
+    /// Count a client as connected as soon as TCP is, without waiting for the server's first line
+    /// (for servers that greet no one; with a full accept queue, such clients may not be members)
+    #[arg(long)]
+    pub no_greeting: bool,
+
+    /// Clients connecting at once; keep it under the server's accept backlog (ncat's is 10)
+    #[arg(long, value_name = "N", default_value_t = chat::CONNECT_PARALLEL, value_parser = parse_count)]
+    pub connect_parallel: usize,
+
+    /// The server's process ID (same machine): report its CPU over the measured window, and per
+    /// delivery
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -187,6 +207,9 @@ async fn run_chat(args: ChatBenchArgs) -> Result<()> {
     config.rooms = args.rooms;
     config.senders = args.senders;
     config.rate = args.rate;
+    config.await_greeting = !args.no_greeting;
+    config.connect_parallel = args.connect_parallel;
+    config.server_pid = args.server_pid;
     config.duration = args.run.duration;
     config.warmup = args.run.warmup;
     config.connect = args.run.connect();

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::hub::ChatHub;
-use crate::chat::outbox::{OutItem, Outbox, State};
+use crate::chat::outbox::{Outbox, State};
 use crate::chat::session::{End, Session};
 use crate::chat::wire::Format;
 use crate::chat::ChatSettings;
@@ -161,12 +162,8 @@ fn is_too_big(e: axum::Error) -> bool {
     )
 }
 
-/// One queued item as one text message (the JSON line without its newline).
-fn message(item: OutItem) -> Option<Message> {
-    let mut line = match item {
-        OutItem::Event(e) => e.render(Format::Json).clone(),
-        OutItem::Raw(b) => b,
-    };
+/// One JSON line as one text message (without its newline).
+fn message(mut line: Bytes) -> Option<Message> {
     if line.last() == Some(&b'\n') {
         line.truncate(line.len() - 1);
     }
@@ -191,8 +188,8 @@ async fn write_loop(
         let batch = std::mem::take(&mut items);
         let ok = {
             let send = async {
-                for item in batch {
-                    if let Some(m) = message(item) {
+                for line in batch.iter().flat_map(|item| item.pieces(Format::Json)) {
+                    if let Some(m) = message(line) {
                         sink.feed(m).await?;
                     }
                 }
@@ -243,7 +240,7 @@ async fn write_loop(
         None,
     );
     let _ = tokio::time::timeout(cfg.flush_timeout, async {
-        if let Some(m) = message(OutItem::Raw(why)) {
+        if let Some(m) = message(why) {
             sink.feed(m).await?;
         }
         sink.send(Message::Close(Some(close_frame(
