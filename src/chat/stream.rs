@@ -46,13 +46,14 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(
         let mut n = if chunks.len() - first == 1 {
             writer.write(&chunks[first]).await?
         } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut used = 0;
-            for (slot, c) in slices.iter_mut().zip(&chunks[first..]) {
-                *slot = IoSlice::new(c);
-                used += 1;
-            }
-            writer.write_vectored(&slices[..used]).await?
+            // On the heap, not in the future: an array here would make every connection's writer
+            // task a kilobyte bigger for as long as it lives.
+            let slices: Vec<IoSlice<'_>> = chunks[first..]
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            writer.write_vectored(&slices).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
