@@ -155,8 +155,9 @@ pub struct ChatReport {
     pub garbled: u64,
     pub first_error: Option<String>,
     pub client_cpu: CpuUsage,
-    /// The server's CPU over the measured window, per delivery in `us_per_op` (with `--server-pid`;
-    /// missing if the process could not be read at both ends of the window).
+    /// The server's CPU from the start of the measured window to the end of the grace time, per
+    /// delivery in `us_per_op` (with `--server-pid`; missing if the process could not be read at
+    /// both ends).
     pub server_cpu: Option<CpuUsage>,
 }
 
@@ -208,11 +209,10 @@ impl ChatReport {
         if let Some(c) = &self.server_cpu {
             t.row(
                 "server CPU",
-                format!(
-                    "{:.0} % ({:.3} µs per delivery)",
-                    c.percent,
-                    c.us_per_op.unwrap_or(0.0)
-                ),
+                match c.us_per_op {
+                    Some(us) => format!("{:.0} % ({us:.3} µs per delivery)", c.percent),
+                    None => format!("{:.0} % (nothing delivered)", c.percent),
+                },
             );
         }
         if let Some(e) = &self.first_error {
@@ -297,10 +297,11 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
     let mut members = Vec::with_capacity(config.clients);
     let mut connect_errors = 0u64;
     let mut first_error = None;
-    // The whole connect phase is bounded too: a server that stops accepting (ncat blocked in a
-    // broadcast) must not hold the benchmark for clients × timeout.
-    let deadline =
-        tokio::time::Instant::now() + config.connect.timeout.unwrap_or(Duration::from_secs(30)) * 3;
+    // The connect phase ends when no client has got in for a while: a server that stops accepting
+    // (ncat blocked in a broadcast) must not hold the benchmark for clients × timeout, and a large
+    // load that keeps making progress (10,000 clients) must not be cut short by a fixed cap.
+    let stall = config.connect.timeout.unwrap_or(Duration::from_secs(30)) * 2;
+    let mut deadline = tokio::time::Instant::now() + stall;
     loop {
         let joined = match tokio::time::timeout_at(deadline, connecting.join_next()).await {
             Ok(Some(joined)) => joined,
@@ -310,13 +311,14 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
                 connecting.abort_all();
                 connect_errors += left;
                 first_error.get_or_insert_with(|| {
-                    format!("{left} clients still not connected when the connect phase ended")
+                    format!("{left} clients still not connected after {stall:?} without progress")
                 });
                 break;
             }
         };
         match joined {
             Ok((i, Ok((stream, greeting)))) => {
+                deadline = tokio::time::Instant::now() + stall;
                 members.push(i);
                 let client = Client {
                     id: i,
@@ -374,9 +376,10 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
         tokio::time::sleep_until((epoch + at).into()).await;
         server_pid.and_then(CpuTime::of_process)
     };
+    // From the start of the window to the end of the grace time: the work of delivering the
+    // window's messages, even those still queued when sending stops, is charged to them.
     let server_from = server_cpu(from).await;
-    let server_to = server_cpu(to).await;
-    tokio::time::sleep_until((epoch + to + config.grace).into()).await;
+    let server_to = server_cpu(to + config.grace).await;
     let cpu = CpuTime::now().usage_since(&cpu_before, epoch.elapsed(), 0);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
@@ -412,7 +415,9 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
         first_error,
         client_cpu: cpu,
         server_cpu: match (server_from, server_to) {
-            (Some(a), Some(b)) => Some(b.usage_since(&a, config.duration, delivered)),
+            (Some(a), Some(b)) => {
+                Some(b.usage_since(&a, config.duration + config.grace, delivered))
+            }
             _ => None,
         },
     })

@@ -30,7 +30,8 @@ const NEGOTIATE: Duration = Duration::from_millis(150);
 /// keep only this much.
 const READ_BUF: usize = 256;
 
-/// Most buffers handed to one `writev` (Linux takes up to 1024; a few dozen cover any burst).
+/// Most buffers handed to one `writev` (Linux takes up to 1024; a few dozen cover a burst, and a
+/// longer queue is copied into one buffer first).
 const MAX_IOVECS: usize = 64;
 
 /// Writes every chunk, in order, with as few system calls as the socket allows. Chunks fully
@@ -43,6 +44,10 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut first = 0;
     while first < chunks.len() {
+        if chunks[first].is_empty() {
+            first += 1;
+            continue;
+        }
         let mut n = if chunks.len() - first == 1 {
             writer.write(&chunks[first]).await?
         } else {
@@ -195,6 +200,15 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
         // Shared bytes, not copies: a room's batch is rendered once for every member.
         chunks.extend(items.drain(..).map(|item| item.bytes(format)));
         chunks.retain(|c| !c.is_empty());
+        if chunks.len() > MAX_IOVECS {
+            // More pieces than one writev takes (a joiner's long replay): copied into one buffer
+            // so that what was queued together still leaves in one write.
+            let mut one = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks.drain(..) {
+                one.extend_from_slice(&c);
+            }
+            chunks.push(one.freeze());
+        }
         if items.capacity() > 16 {
             items = Vec::new();
         }
@@ -270,7 +284,13 @@ mod tests {
         // A pipe that takes at most 7 bytes at a time forces writes to stop mid-chunk.
         let (mut near, mut far) = tokio::io::duplex(7);
         let mut chunks: Vec<Bytes> = (0..100)
-            .map(|i| Bytes::from(format!("line {i}\n")))
+            .map(|i| {
+                Bytes::from(if i % 10 == 0 {
+                    String::new()
+                } else {
+                    format!("line {i}\n")
+                })
+            })
             .collect();
         let want: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
         let reader = tokio::spawn(async move {

@@ -38,7 +38,7 @@ pub const CHAT_EXAMPLES: &str = "Examples:
   sockit bench chat                          1000 clients in one room, 10 senders at 10 lines/s, 10 s
   sockit bench chat --senders 1000 --rate 4  everyone talking: 4M deliveries/s offered
   sockit bench chat --rate 0                 10 senders flat out, one stream each
-  sockit bench chat --server-pid $(pgrep -f 'sockit chat')   also report the server's CPU per delivery
+  sockit bench chat --server-pid $(pgrep -o -f 'sockit.* chat')   also the server's CPU per delivery
   sockit bench chat -c 200 --rooms 4 --senders 40 --json
   sockit bench chat -c 10000 --senders 0     hold 10,000 idle clients (measure the server's memory)
   sockit bench chat 127.0.0.1:9200 --connect-parallel 8      ncat --chat (listen backlog 10)
