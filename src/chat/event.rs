@@ -127,14 +127,27 @@ impl Event {
 
     /// The bytes to send to a client speaking `format`, rendered on first use.
     pub fn render(&self, format: Format) -> &Bytes {
-        self.rendered[format.index()].get_or_init(|| match format {
+        self.rendered[format.index()].get_or_init(|| self.render_fresh(format))
+    }
+
+    /// Appends the bytes for `format` to `out`, without keeping a rendering that is not already
+    /// kept (a [`Batch`] keeps its own, joined one).
+    fn render_into(&self, format: Format, out: &mut Vec<u8>) {
+        match self.rendered[format.index()].get() {
+            Some(kept) => out.extend_from_slice(kept),
+            None => out.extend_from_slice(&self.render_fresh(format)),
+        }
+    }
+
+    fn render_fresh(&self, format: Format) -> Bytes {
+        match format {
             Format::Json => {
                 let mut v = serde_json::to_vec(self).unwrap_or_default();
                 v.push(b'\n');
                 Bytes::from(v)
             }
             _ => format.encode_line(&self.plain_text()),
-        })
+        }
     }
 
     /// Rough size in bytes, for the per-client queue limit.
@@ -189,10 +202,9 @@ impl Batch {
     /// Every event rendered for `format`, back to back, rendered on first use.
     pub fn render(&self, format: Format) -> &Bytes {
         self.rendered[format.index()].get_or_init(|| {
-            let mut all =
-                Vec::with_capacity(self.events.iter().map(|e| e.render(format).len()).sum());
+            let mut all = Vec::with_capacity(self.weight);
             for e in &self.events {
-                all.extend_from_slice(e.render(format));
+                e.render_into(format, &mut all);
             }
             Bytes::from(all)
         })
@@ -224,5 +236,26 @@ pub fn clock(ts: i64) -> String {
     match Local.timestamp_millis_opt(ts).single() {
         Some(t) => t.format("%H:%M:%S").to_string(),
         None => "--:--:--".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_one_joined_rendering_not_one_per_event_too() {
+        let say = |t: &str| Arc::new(Event::new(Kind::Message, Some("r".into()), "ann".into(), t));
+        let (one, two) = (say("one"), say("two"));
+        // An event already rendered (replayed to a joiner, say) lends its bytes.
+        let first = one.render(Format::Utf8).clone();
+        let batch = Batch::new(vec![one.clone(), two.clone()]);
+        let all = batch.render(Format::Utf8);
+        assert!(all.starts_with(&first));
+        assert_eq!(
+            all.len(),
+            first.len() + two.render_fresh(Format::Utf8).len()
+        );
+        assert!(two.rendered[Format::Utf8.index()].get().is_none());
     }
 }
