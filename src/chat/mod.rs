@@ -124,13 +124,17 @@ pub struct ChatConfig {
     pub web: Option<web::WebConfig>,
 }
 
-/// Why a chat server could not start.
+/// Why a chat server could not start, or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The sequencer thread died (a bug): nothing could be ordered or delivered any more, so the
+    /// server told its clients and stopped rather than run on as an empty shell.
+    #[error("the chat sequencer failed (see the panic message above); the server stopped")]
+    SequencerFailed,
 }
 
 /// A bound chat server.
@@ -140,6 +144,8 @@ pub struct ChatServer {
     settings: Arc<ChatSettings>,
     server: ServerOptions,
     sequencer: std::thread::JoinHandle<()>,
+    /// Cancelled if the sequencer thread panics.
+    sequencer_failed: CancellationToken,
     web: Option<web::WebGateway>,
 }
 
@@ -154,13 +160,21 @@ impl std::fmt::Debug for ChatServer {
 impl ChatServer {
     /// Opens the history and the listening socket, and starts the sequencer.
     pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
-        let (mut store, path): (Box<dyn Store>, _) = match &config.history {
+        let (store, path): (Box<dyn Store>, _) = match &config.history {
             History::None => (Box::new(NoStore), None),
             History::Sqlite { path, full_sync } => (
                 Box::new(SqliteStore::open(path, *full_sync)?),
                 Some(path.clone()),
             ),
         };
+        Self::bind_with(config, store, path).await
+    }
+
+    async fn bind_with(
+        config: ChatConfig,
+        mut store: Box<dyn Store>,
+        path: Option<PathBuf>,
+    ) -> Result<Self, ChatError> {
         // Read now so an unreadable history stops the start, rather than numbering clash later.
         let last_seq = store.last_seq()?;
         let listener = Listener::bind(&config.endpoint).await?;
@@ -173,9 +187,18 @@ impl ChatServer {
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let replay = settings.replay;
         let seq_shared = shared.clone();
+        let sequencer_failed = CancellationToken::new();
+        let on_panic = sequencer_failed.clone();
         let sequencer = std::thread::Builder::new()
             .name("chat-sequencer".into())
-            .spawn(move || sequencer::run(seq_shared, rx, store, replay, last_seq))
+            .spawn(move || {
+                let run = || sequencer::run(seq_shared, rx, store, replay, last_seq);
+                // The panic hook has printed the message; what is left is to stop the server.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                    tracing::error!("the chat sequencer failed; stopping the server");
+                    on_panic.cancel();
+                }
+            })
             .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
         Ok(ChatServer {
             listener,
@@ -183,6 +206,7 @@ impl ChatServer {
             settings,
             server: config.server,
             sequencer,
+            sequencer_failed,
             web,
         })
     }
@@ -203,8 +227,17 @@ impl ChatServer {
     }
 
     /// Serves until `shutdown`; every client is told the server is stopping, and history is
-    /// flushed before this returns.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// flushed before this returns. Stops by itself, with an error, if the sequencer fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ChatError> {
+        let failed = self.sequencer_failed;
+        let shutdown = shutdown.child_token();
+        let on_failure = {
+            let (failed, shutdown) = (failed.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                failed.cancelled().await;
+                shutdown.cancel();
+            })
+        };
         let hub = self.hub;
         let settings = self.settings;
         let web = self
@@ -222,7 +255,81 @@ impl ChatServer {
         }
         // The sequencer ends when the last hub handle is gone; wait so history is complete.
         drop(hub);
+        on_failure.abort();
         let sequencer = self.sequencer;
         let _ = tokio::task::spawn_blocking(move || sequencer.join()).await;
+        if failed.is_cancelled() {
+            return Err(ChatError::SequencerFailed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A history that works until the first message is appended, then panics: the sequencer
+    /// thread dies as it would on a bug.
+    struct PanickingStore;
+
+    impl Store for PanickingStore {
+        fn last_seq(&mut self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn append(&mut self, batch: &[&event::Event]) -> Result<(), StoreError> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            panic!("test: the store blew up");
+        }
+        fn recent(&mut self, _room: &str, _n: usize) -> Result<Vec<event::Event>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sequencer_stops_the_server_with_an_error_and_tells_the_client() {
+        let config = ChatConfig {
+            endpoint: "127.0.0.1:0".parse().unwrap(),
+            settings: ChatSettings::default(),
+            history: History::None,
+            server: ServerOptions::default(),
+            web: None,
+        };
+        let server = ChatServer::bind_with(config, Box::new(PanickingStore), None)
+            .await
+            .unwrap();
+        let addr = server.local_addr().to_string();
+        let running = tokio::spawn(server.run(CancellationToken::new()));
+
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut lines = BufReader::new(reader).lines();
+        // Past the welcome, then a message: its commit panics the sequencer.
+        let welcome = lines.next_line().await.unwrap().unwrap();
+        assert!(welcome.contains("Welcome"), "{welcome}");
+        writer.write_all(b"hello\n").await.unwrap();
+
+        // Nobody cancelled the server: it stops on its own, with the error, and the client hears
+        // why before the connection closes.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the server kept running without its sequencer")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(ChatError::SequencerFailed)),
+            "{outcome:?}"
+        );
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        assert!(
+            rest.iter()
+                .any(|l| l.contains("unavailable") || l.contains("shutting down")),
+            "{rest:?}"
+        );
     }
 }

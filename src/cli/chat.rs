@@ -295,7 +295,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     if let Some(web) = server.web_addr() {
         eprintln!("sockit chat: web page at {}", page_url(&web, tls));
     }
-    server.run(shutdown).await;
+    server.run(shutdown).await?;
     Ok(())
 }
 
