@@ -238,11 +238,11 @@ fn keep_open_broadcasts_stdin_and_collects_every_client() {
     }
 }
 
-/// `-k`: a client that stops reading holds the broadcast back for a bounded time only, then is
-/// disconnected; the other client receives every byte, in order.
+/// `-k`: a client that stops reading holds the broadcast back for a bounded time only
+/// (`--stall-timeout`), then is disconnected; the other client receives every byte, in order.
 #[test]
 fn keep_open_disconnects_a_client_that_stops_reading() {
-    let (mut server, addr) = listen(&["-k"], "127.0.0.1:0");
+    let (mut server, addr) = listen(&["-k", "--stall-timeout", "1500ms", "-v"], "127.0.0.1:0");
     let mut sin = server.child.stdin.take().unwrap();
     let stalled = client(&addr);
     let mut fast = client(&addr);
@@ -274,10 +274,11 @@ fn keep_open_disconnects_a_client_that_stops_reading() {
     let mut rest = Vec::new();
     let _ = (&stalled).read_to_end(&mut rest);
     assert!(rest.len() < data.len(), "the stalled client got everything");
+    let log = server.stderr();
+    assert!(log.contains("not reading; disconnected"), "{log}");
     assert!(
-        server.stderr().contains("not reading; disconnected"),
-        "{}",
-        server.stderr()
+        log.contains("limit=1.5s"),
+        "the flag's limit was not the one used: {log}"
     );
     server.terminate();
     assert!(server.wait_exit(PATIENCE).success(), "{}", server.stderr());
@@ -940,6 +941,7 @@ async fn library_relays_between_listen_and_connect() {
         endpoint: "127.0.0.1:0".parse().unwrap(),
         udp: false,
         keep_open: false,
+        stall_limit: relay::DEFAULT_STALL_LIMIT,
         server: ServerOptions::default(),
         relay: RelayOptions::default(),
     })

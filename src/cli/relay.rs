@@ -189,6 +189,11 @@ pub struct ListenArgs {
     #[arg(short = 'k', long)]
     pub keep_open: bool,
 
+    /// With -k and stdin broadcast: disconnect a client that keeps stdin waiting this long
+    /// because it is not reading (the others wait meanwhile, so a piped file reaches all whole)
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
     #[command(flatten)]
     pub flags: RelayFlags,
 
@@ -215,6 +220,7 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         endpoint,
         udp: args.flags.udp,
         keep_open: args.keep_open,
+        stall_limit: args.stall_timeout,
         relay: args.flags.options(server.idle_timeout, command.is_some()),
         server,
     };

@@ -1,8 +1,8 @@
 //! `listen -k` without a command: stdin is broadcast to every connected client.
 //!
 //! Each client has a bounded queue; a chunk of stdin is offered to all queues at once. A client
-//! that is slow holds stdin back (so a piped file reaches everyone whole), but only for
-//! [`STALL_LIMIT`]: then it is disconnected, so it cannot stall the others for long. The accept
+//! that is slow holds stdin back (so a piped file reaches everyone whole), but only for the stall
+//! limit (`--stall-timeout`, [`DEFAULT_STALL_LIMIT`]): then it is disconnected, so it cannot stall the others for long. The accept
 //! loop and the other clients' reads never wait on it (ncat's broadcast blocks all of them).
 
 use std::collections::HashMap;
@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::local::QUEUE;
 
-/// How long one client may keep a chunk of stdin waiting before it is disconnected.
-pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long one client may keep a chunk of stdin waiting before it is disconnected, by default.
+pub const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 struct Client {
     tx: mpsc::Sender<Bytes>,
@@ -34,11 +34,11 @@ struct State {
 }
 
 /// The clients stdin is broadcast to.
-#[derive(Default)]
 pub(crate) struct Broker {
     state: Mutex<State>,
     joined: Notify,
     next_id: AtomicU64,
+    stall_limit: Duration,
 }
 
 /// A client's membership; leaves the broker when dropped.
@@ -56,6 +56,16 @@ impl Drop for Member {
 }
 
 impl Broker {
+    /// A broker that disconnects a client keeping stdin waiting for longer than `stall_limit`.
+    pub(crate) fn new(stall_limit: Duration) -> Self {
+        Broker {
+            state: Mutex::default(),
+            joined: Notify::new(),
+            next_id: AtomicU64::new(0),
+            stall_limit,
+        }
+    }
+
     /// Adds a client, returning its share of stdin. `kick` is cancelled if the client falls too
     /// far behind.
     pub(crate) fn join(
@@ -99,13 +109,14 @@ impl Broker {
                         .collect(),
                     Err(_) => break,
                 };
+            let limit = self.stall_limit;
             let offers = targets.into_iter().map(|(id, tx, kick, peer)| {
                 let chunk = chunk.clone();
                 async move {
-                    match tx.send_timeout(chunk, STALL_LIMIT).await {
+                    match tx.send_timeout(chunk, limit).await {
                         Ok(()) => None,
                         Err(SendTimeoutError::Timeout(_)) => {
-                            tracing::warn!(%peer, limit = ?STALL_LIMIT, "client is not reading; disconnected");
+                            tracing::warn!(%peer, ?limit, "client is not reading; disconnected");
                             kick.cancel();
                             Some(id)
                         }

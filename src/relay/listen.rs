@@ -4,6 +4,7 @@
 //! allow/deny, the connection limit and TLS work as in every sockit server.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,9 @@ pub struct ListenConfig {
     pub udp: bool,
     /// Serve connections until stopped, several at once (`-k`); otherwise serve one and return.
     pub keep_open: bool,
+    /// `-k` broadcasting stdin: how long one client that is not reading may hold it back before
+    /// it is disconnected ([`super::DEFAULT_STALL_LIMIT`]).
+    pub stall_limit: Duration,
     /// Limits, allow/deny and TLS. `idle_timeout` here also ends idle relays.
     pub server: ServerOptions,
     pub relay: RelayOptions,
@@ -69,7 +73,8 @@ impl RelayServer {
                 listen_udp(udp, access, attach, &relay, max, &shutdown).await
             }
             ServerSocket::Stream(listener) if config.keep_open => {
-                serve_many(listener, config.server, relay, attach, shutdown).await;
+                let limit = config.stall_limit;
+                serve_many(listener, config.server, relay, limit, attach, shutdown).await;
                 Ok(Ended::Finished)
             }
             ServerSocket::Stream(listener) => {
@@ -168,6 +173,7 @@ async fn serve_many(
     listener: net::Listener,
     server: ServerOptions,
     relay: RelayOptions,
+    stall_limit: Duration,
     attach: Attach,
     shutdown: CancellationToken,
 ) {
@@ -192,7 +198,7 @@ async fn serve_many(
             output,
             flushed,
         }) => {
-            let broker = Arc::new(Broker::default());
+            let broker = Arc::new(Broker::new(stall_limit));
             if !relay.recv_only {
                 tokio::spawn(broker.clone().run(input));
             }

@@ -27,6 +27,7 @@ mod pump;
 
 use std::time::Duration;
 
+pub use broker::DEFAULT_STALL_LIMIT;
 pub use connect::{connect, ConnectConfig};
 pub use exec::ExecSpec;
 pub use listen::{ListenConfig, RelayServer, DEFAULT_LISTEN};
