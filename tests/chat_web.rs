@@ -536,3 +536,63 @@ fn chat_in_a_real_browser() {
         assert!(png.starts_with(b"\x89PNG"), "{f} is not a PNG");
     }
 }
+
+/// `--max-conns` counts every client of the chat, whichever door it came in by: with a limit of
+/// 2, one WebSocket and one TCP client fill the server, and a third of either kind is refused.
+#[tokio::test]
+async fn max_conns_counts_web_and_tcp_clients_together() {
+    use tokio::io::AsyncReadExt;
+    let (server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0", "--max-conns", "2"]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "wendy").await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut first = [0u8; 256];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).contains("Welcome"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    // A third client over TCP: told the server is full, then closed.
+    let mut third = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut said = Vec::new();
+    tokio::time::timeout(WAIT, third.read_to_end(&mut said))
+        .await
+        .unwrap()
+        .unwrap();
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("the server is full"), "{said:?}");
+
+    // ...and over the web: the page's port answers 503 at once, before any request.
+    let mut web = tokio::net::TcpStream::connect(web_addr(&url))
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    tokio::time::timeout(WAIT, web.read_to_end(&mut said))
+        .await
+        .unwrap()
+        .unwrap();
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.starts_with("HTTP/1.1 503"), "{said:?}");
+
+    // One leaves; a new client gets in again.
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let mut got = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, again.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if String::from_utf8_lossy(&got[..n]).contains("Welcome") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot was freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -33,7 +33,7 @@ pub use hub::ChatHub;
 use store::{NoStore, SqliteStore, Store, StoreError};
 pub use wire::Format;
 
-use crate::net::{self, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
+use crate::net::{self, ConnSlots, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
 
 /// Default address: the tutorials' chat room.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9003";
@@ -178,8 +178,13 @@ impl ChatServer {
         // Read now so an unreadable history stops the start, rather than numbering clash later.
         let last_seq = store.last_seq()?;
         let listener = Listener::bind(&config.endpoint).await?;
+        let mut server = config.server;
+        // --max-conns counts every client, whichever door it came in by.
+        if config.web.is_some() && server.shared_slots.is_none() {
+            server.shared_slots = Some(ConnSlots::new(server.max_conns));
+        }
         let web = match config.web {
-            Some(w) => Some(web::WebGateway::bind(w, &config.server).await?),
+            Some(w) => Some(web::WebGateway::bind(w, &server).await?),
             None => None,
         };
         let settings = Arc::new(config.settings);
@@ -204,7 +209,7 @@ impl ChatServer {
             listener,
             hub: ChatHub::new(shared, tx, path),
             settings,
-            server: config.server,
+            server,
             sequencer,
             sequencer_failed,
             web,

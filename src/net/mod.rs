@@ -36,7 +36,7 @@ pub use error::NetError;
 pub use idle::IdleTimer;
 pub use listener::Listener;
 pub use rlimit::raise_fd_limit;
-pub use server::{serve, Conn, ServerOptions};
+pub use server::{serve, Conn, ConnSlots, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};
 pub use stream::{connect, ConnectOptions, Stream};
 pub use udp::{bind_udp, ServerSocket};

@@ -31,6 +31,25 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Sent to a client refused because `max_conns` are in use, for protocols that can say so.
     pub busy_message: Option<Bytes>,
+    /// Slots shared with other listeners (a chat server's port and its web page count against one
+    /// limit); `None` gives this listener `max_conns` of its own.
+    pub shared_slots: Option<ConnSlots>,
+}
+
+/// A number of connection slots that several listeners can draw from.
+#[derive(Debug, Clone)]
+pub struct ConnSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnSlots {
+    pub fn new(max: usize) -> Self {
+        ConnSlots {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
 }
 
 impl Default for ServerOptions {
@@ -43,6 +62,7 @@ impl Default for ServerOptions {
             drain: DEFAULT_DRAIN,
             handshake_timeout: Duration::from_secs(10),
             busy_message: None,
+            shared_slots: None,
         }
     }
 }
@@ -73,7 +93,10 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let slots = Arc::new(Semaphore::new(opts.max_conns));
+    let ConnSlots { slots, max } = opts
+        .shared_slots
+        .clone()
+        .unwrap_or_else(|| ConnSlots::new(opts.max_conns));
     let tracker = TaskTracker::new();
     // Handlers see `finish` (say goodbye); `cut` drops whatever is left after the drain time.
     let finish = CancellationToken::new();
@@ -103,7 +126,7 @@ pub async fn serve<H, F>(
             }
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_conns = opts.max_conns, "refused: connection limit reached");
+            tracing::warn!(%peer, max_conns = max, "refused: connection limit reached");
             // Not over TLS: the client expects a handshake, and plain text would be noise to it.
             if let (Some(msg), None) = (&opts.busy_message, &opts.tls) {
                 // Best effort and never blocking: the accept loop must not wait on a refused client.
