@@ -150,11 +150,6 @@ impl Event {
         }
     }
 
-    /// Rough size in bytes, for the per-client queue limit.
-    pub fn weight(&self) -> usize {
-        64 + self.text.len() + self.nick.len()
-    }
-
     /// The line a plain-text client sees, without the line ending.
     pub fn plain_text(&self) -> String {
         format!(
@@ -177,14 +172,12 @@ impl Event {
 #[derive(Debug)]
 pub struct Batch {
     events: Vec<Arc<Event>>,
-    weight: usize,
     rendered: [OnceLock<Bytes>; Format::COUNT],
 }
 
 impl Batch {
     pub fn new(events: Vec<Arc<Event>>) -> Self {
         Batch {
-            weight: events.iter().map(|e| e.weight()).sum(),
             events,
             rendered: Default::default(),
         }
@@ -194,15 +187,10 @@ impl Batch {
         &self.events
     }
 
-    /// Rough size in bytes, for the per-client queue limit.
-    pub fn weight(&self) -> usize {
-        self.weight
-    }
-
     /// Every event rendered for `format`, back to back, rendered on first use.
     pub fn render(&self, format: Format) -> &Bytes {
         self.rendered[format.index()].get_or_init(|| {
-            let mut all = Vec::with_capacity(self.weight);
+            let mut all = Vec::new();
             for e in &self.events {
                 e.render_into(format, &mut all);
             }

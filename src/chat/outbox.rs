@@ -36,10 +36,13 @@ pub enum OutItem {
 }
 
 impl OutItem {
-    fn weight(&self) -> usize {
+    /// Bytes the item puts on the wire for a client speaking `format`: JSON adds field names, GBK
+    /// writes what it cannot encode as `&#NNNN;`, so the UTF-8 text length is not it. Renders the
+    /// item if no one has yet (once per event and format; the writer would do it anyway).
+    fn weight(&self, format: Format) -> usize {
         match self {
-            OutItem::Event(e) => e.weight(),
-            OutItem::Batch(b) => b.weight(),
+            OutItem::Event(e) => e.render(format).len(),
+            OutItem::Batch(b) => b.render(format).len(),
             OutItem::Raw(b) => b.len(),
         }
     }
@@ -132,13 +135,14 @@ impl Outbox {
     /// and a joiner's welcome, replay and join notice arrive in one `recv` (which the tutorials'
     /// one-recv-per-send clients need).
     pub fn push_all(&self, items: impl IntoIterator<Item = OutItem>) -> bool {
+        let format = self.format();
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.state != State::Open {
             return false;
         }
         let was_empty = q.items.is_empty();
         for item in items {
-            let weight = item.weight();
+            let weight = item.weight(format);
             let after = q.bytes + weight;
             if after > self.limit
                 && (q.stalled || after > self.limit.saturating_mul(UNSTALLED_FACTOR))
@@ -242,6 +246,31 @@ mod tests {
         assert!(q.push(raw(60)));
         assert!(!q.push(raw(60)));
         assert_eq!(q.state(), State::Overflowed);
+    }
+
+    #[test]
+    fn the_limit_counts_the_bytes_of_the_clients_own_encoding() {
+        use crate::chat::event::Kind;
+        // 20 emoji: 80 bytes of UTF-8, but GBK has no emoji and writes each as `&#128512;`.
+        let text = "\u{1F600}".repeat(20);
+        let event = || {
+            OutItem::Event(Arc::new(Event::new(
+                Kind::Message,
+                Some("lobby".into()),
+                "ann".into(),
+                text.as_str(),
+            )))
+        };
+        let utf8 = Outbox::new(150, Format::Utf8);
+        utf8.set_stalled(true);
+        assert!(utf8.push(event()));
+        let gbk = Outbox::new(150, Format::Gbk);
+        gbk.set_stalled(true);
+        assert!(
+            !gbk.push(event()),
+            "a GBK client's queue held more than its limit"
+        );
+        assert_eq!(gbk.state(), State::Overflowed);
     }
 
     #[tokio::test]

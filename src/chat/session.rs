@@ -377,12 +377,13 @@ impl Session {
                 // A reply is queued at once; keep it well inside the send queue so asking for
                 // history never looks like not reading.
                 let budget = self.cfg.sendq / 2;
+                let format = self.format();
                 let mut used = 0;
                 let keep = events
                     .iter()
                     .rev()
                     .take_while(|e| {
-                        used += e.weight();
+                        used += e.render(format).len();
                         used <= budget
                     })
                     .count();
