@@ -557,26 +557,22 @@ async fn max_conns_counts_web_and_tcp_clients_together() {
         String::from_utf8_lossy(&first[..n])
     );
 
+    // What a refused client is told before the server closes: connect, read to the end.
+    async fn refusal(addr: String) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut said = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut said))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&said).into_owned()
+    }
     // A third client over TCP: told the server is full, then closed.
-    let mut third = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let mut said = Vec::new();
-    tokio::time::timeout(WAIT, third.read_to_end(&mut said))
-        .await
-        .unwrap()
-        .unwrap();
-    let said = String::from_utf8_lossy(&said);
+    let said = refusal(server.addr().to_string()).await;
     assert!(said.contains("the server is full"), "{said:?}");
-
     // ...and over the web: the page's port answers 503 at once, before any request.
-    let mut web = tokio::net::TcpStream::connect(web_addr(&url))
-        .await
-        .unwrap();
-    let mut said = Vec::new();
-    tokio::time::timeout(WAIT, web.read_to_end(&mut said))
-        .await
-        .unwrap()
-        .unwrap();
-    let said = String::from_utf8_lossy(&said);
+    let said = refusal(web_addr(&url)).await;
     assert!(said.starts_with("HTTP/1.1 503"), "{said:?}");
 
     // One leaves; a new client gets in again.
