@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
 use super::store::{self, StoreError};
+use crate::net::{AddrBuckets, PeerAddr, RateLimit};
 
 /// A connected client's id (never reused during a run).
 pub type ClientId = u64;
@@ -106,6 +107,8 @@ pub struct ChatHub {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
     history: Option<PathBuf>,
+    /// `--rate`/`--burst` per client address, kept across reconnects.
+    line_rates: Arc<AddrBuckets>,
 }
 
 fn fold(nick: &str) -> String {
@@ -258,13 +261,25 @@ impl Run {
 
 impl ChatHub {
     /// A hub whose events go through `tx` to the sequencer. `history` is the SQLite file, for
-    /// `/history` requests beyond what is in memory.
-    pub fn new(shared: Arc<Shared>, tx: mpsc::Sender<Pending>, history: Option<PathBuf>) -> Self {
+    /// `/history` requests beyond what is in memory. `line_rates` limits the lines clients send,
+    /// per address.
+    pub fn new(
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Pending>,
+        history: Option<PathBuf>,
+        line_rates: AddrBuckets,
+    ) -> Self {
         ChatHub {
             shared,
             tx,
             history,
+            line_rates: Arc::new(line_rates),
         }
+    }
+
+    /// The line rate limit of a new client at `peer`: its address's, unless it is exempt.
+    pub fn line_limit(&self, peer: &PeerAddr) -> RateLimit {
+        self.line_rates.limit_for(peer)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -33,7 +33,7 @@ pub use hub::ChatHub;
 use store::{NoStore, SqliteStore, Store, StoreError};
 pub use wire::Format;
 
-use crate::net::{self, ConnSlots, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
+use crate::net::{self, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
 
 /// Default address: the tutorials' chat room.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9003";
@@ -181,13 +181,20 @@ impl ChatServer {
         let mut server = config.server;
         // --max-conns counts every client, whichever door it came in by.
         if config.web.is_some() && server.shared_slots.is_none() {
-            server.shared_slots = Some(ConnSlots::new(server.max_conns));
+            server.shared_slots = Some(server.slots());
         }
         let web = match config.web {
             Some(w) => Some(web::WebGateway::bind(w, &server).await?),
             None => None,
         };
         let settings = Arc::new(config.settings);
+        // Reconnecting must not refill a client's line budget: it is kept per address, with the
+        // same exemptions as the connection limits.
+        let line_rates = net::AddrBuckets::new(
+            settings.rate,
+            settings.burst,
+            server.per_addr.exempt.clone(),
+        );
         let shared = hub::Shared::new(settings.replay, settings.announce_max, path.is_some());
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let replay = settings.replay;
@@ -207,7 +214,7 @@ impl ChatServer {
             .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
         Ok(ChatServer {
             listener,
-            hub: ChatHub::new(shared, tx, path),
+            hub: ChatHub::new(shared, tx, path, line_rates),
             settings,
             server,
             sequencer,

@@ -12,9 +12,9 @@ use super::command::{check_nick, room_name, Command, HELP};
 use super::event::{Event, Kind};
 use super::hub::{ChatHub, ClientId, HubClosed, NickError, Pending, Route};
 use super::outbox::{OutItem, Outbox};
-use super::rate::TokenBucket;
 use super::wire::{Format, Hello};
 use super::ChatSettings;
+use crate::net::{PeerAddr, RateLimit};
 /// Why a session ended, as told to the room.
 #[derive(Debug)]
 pub enum End {
@@ -36,7 +36,8 @@ pub struct Session {
     hub: ChatHub,
     cfg: Arc<ChatSettings>,
     outbox: Arc<Outbox>,
-    bucket: TokenBucket,
+    /// `--rate`/`--burst`, shared with the other connections of the client's address.
+    bucket: RateLimit,
 }
 
 /// A session dropped without [`Session::close`] (its task cut at the end of a drain, or a panic)
@@ -57,9 +58,14 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Registers a new client with the hub (it is greeted when it first joins a room). The caller
-    /// runs a writer that drains the returned outbox to the client.
-    pub fn open(hub: ChatHub, cfg: Arc<ChatSettings>, format: Format) -> (Session, Arc<Outbox>) {
+    /// Registers a new client at `peer` with the hub (it is greeted when it first joins a room).
+    /// The caller runs a writer that drains the returned outbox to the client.
+    pub fn open(
+        hub: ChatHub,
+        cfg: Arc<ChatSettings>,
+        format: Format,
+        peer: &PeerAddr,
+    ) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(cfg.sendq, format));
         let (id, nick) = hub.register(outbox.clone());
         let s = Session {
@@ -68,8 +74,8 @@ impl Session {
             room: None,
             negotiated: false,
             greeted: false,
+            bucket: hub.line_limit(peer),
             hub,
-            bucket: TokenBucket::new(cfg.rate, cfg.burst),
             cfg: cfg.clone(),
             outbox: outbox.clone(),
         };

@@ -87,7 +87,7 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
         idle_timeout,
     } = conn;
     let (reader, writer) = tokio::io::split(stream);
-    let (mut s, outbox) = Session::open(hub, cfg.clone(), cfg.format);
+    let (mut s, outbox) = Session::open(hub, cfg.clone(), cfg.format, &peer);
     tracing::debug!(%peer, nick = s.nick(), "chat client connected");
     let writer = tokio::spawn(write_loop(writer, outbox.clone(), cfg.clone()));
 

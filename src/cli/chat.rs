@@ -225,6 +225,8 @@ impl ChatArgs {
             server.idle_timeout = Some(Duration::from_secs(3600));
         }
         server.busy_message = Some("! the server is full; try again later\r\n".into());
+        server.addr_limit_message =
+            Some("! too many connections from your address; try again later\r\n".into());
         let settings = ChatSettings {
             max_line: self.max_line,
             rate: self.rate,

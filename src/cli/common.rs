@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use sockit::net::tls::{ClientTls, ServerTls};
-use sockit::net::{AccessList, ConnectOptions, Endpoint, ServerOptions};
+use sockit::net::{AccessList, AddrLimits, ConnectOptions, Endpoint, IpList, ServerOptions};
 
 /// Parses `30s`, `5m`, `250ms`, `1h`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -29,6 +29,24 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a rate: a non-negative number per second (0 turns the limit off).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a rate (a number per second, 0 for no limit)"
+        )),
+    }
+}
+
+/// Parses a list of addresses and CIDRs, or `none` for an empty list.
+pub fn parse_ip_list(text: &str) -> Result<IpList, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(IpList::default());
+    }
+    IpList::parse(text).map_err(|e| e.to_string())
+}
+
 /// Parses an endpoint (`HOST:PORT`, `[IPv6]:PORT`, `unix:PATH`, or a bare port on 127.0.0.1).
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     Endpoint::parse_with_default_host(text, "127.0.0.1").map_err(|e| e.to_string())
@@ -40,6 +58,25 @@ pub struct ServerArgs {
     /// Most connections served at once; one more is refused cleanly
     #[arg(short = 'm', long, value_name = "N", default_value = "10000", value_parser = parse_count)]
     pub max_conns: usize,
+
+    /// Most connections one client address holds at once (an IPv6 /64 counts as one address;
+    /// 0 = no limit; --limit-exempt addresses are not counted)
+    #[arg(long, value_name = "N", default_value = "16")]
+    pub max_conns_per_addr: usize,
+
+    /// New connections per second one address may open, after a burst of --conn-burst
+    /// (0 = no limit); a reconnect loop is refused until it slows down
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_rate)]
+    pub conn_rate: f64,
+
+    /// Connections one address may open at once before --conn-rate applies
+    #[arg(long, value_name = "N", default_value = "20", value_parser = parse_count)]
+    pub conn_burst: usize,
+
+    /// Addresses the per-address limits do not apply to (comma list of addresses and CIDRs,
+    /// or "none"); chat's per-address rate limit exempts them too
+    #[arg(long, value_name = "LIST", default_value = "127.0.0.0/8,::1", value_parser = parse_ip_list)]
+    pub limit_exempt: IpList,
 
     /// Close a connection after this long without traffic (30s, 5m; 0 = never)
     /// [default: never, chat 1h]
@@ -122,6 +159,12 @@ impl ServerArgs {
         };
         Ok(ServerOptions {
             max_conns: self.max_conns,
+            per_addr: AddrLimits {
+                max_conns: self.max_conns_per_addr,
+                rate: self.conn_rate,
+                burst: u32::try_from(self.conn_burst).unwrap_or(u32::MAX),
+                exempt: self.limit_exempt.clone(),
+            },
             idle_timeout: self.idle_timeout.filter(|d| !d.is_zero()),
             access,
             tls,

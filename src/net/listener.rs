@@ -59,13 +59,15 @@ impl Listener {
     }
 
     /// Accepts one connection. TCP streams get `TCP_NODELAY`: every sockit protocol is
-    /// request/response or interactive, where Nagle's delay only adds latency.
+    /// request/response or interactive, where Nagle's delay only adds latency. An IPv4 client of a
+    /// dual-stack listener is reported as its IPv4 address, not `::ffff:a.b.c.d`, so rules, limits
+    /// and logs see one name for it.
     pub async fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), PeerAddr::Inet(peer)))
+                Ok((Stream::Tcp(s), PeerAddr::Inet(super::canonical_addr(peer))))
             }
             Listener::Unix { listener, .. } => {
                 let (s, _) = listener.accept().await?;

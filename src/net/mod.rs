@@ -1,5 +1,5 @@
-//! What every sockit tool shares: endpoints, listeners with limits, streams, TLS, allow/deny lists,
-//! idle timers and the shutdown signal.
+//! What every sockit tool shares: endpoints, listeners with limits (overall and per address), streams,
+//! TLS, allow/deny lists, rate limits, idle timers and the shutdown signal.
 //!
 //! A server built on this layer looks like this:
 //!
@@ -19,10 +19,13 @@
 //! ```
 
 mod access;
+mod admit;
 mod endpoint;
 mod error;
 mod idle;
 mod listener;
+mod peer;
+mod rate;
 mod rlimit;
 mod server;
 mod shutdown;
@@ -30,13 +33,16 @@ mod stream;
 pub mod tls;
 mod udp;
 
-pub use access::AccessList;
+pub use access::{AccessList, IpList};
+pub use admit::{AddrLimits, Admitted, ConnSlots, Refusal};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use idle::IdleTimer;
 pub use listener::Listener;
+pub use peer::{canonical_addr, canonical_ip, AddrEntry, AddrKey, AddrTable};
+pub use rate::{AddrBuckets, RateLimit, TokenBucket};
 pub use rlimit::raise_fd_limit;
-pub use server::{serve, Conn, ConnSlots, ServerOptions};
+pub use server::{serve, Conn, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};
 pub use stream::{connect, ConnectOptions, Stream};
 pub use udp::{bind_udp, ServerSocket};

@@ -1,5 +1,6 @@
-//! The accept loop every TCP/Unix server shares: allow/deny, the connection limit, TLS handshakes off
-//! the accept path, accept errors survived, and a bounded drain on shutdown.
+//! The accept loop every TCP/Unix server shares: allow/deny, the connection limits (overall and per
+//! address, see [`super::admit`]), TLS handshakes off the accept path, accept errors survived, and a
+//! bounded drain on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,10 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admit::{AddrLimits, ConnSlots, Refusal};
 use super::tls::ServerTls;
 use super::{AccessList, Listener, PeerAddr, Stream, DEFAULT_DRAIN};
 
@@ -19,6 +20,8 @@ use super::{AccessList, Listener, PeerAddr, Stream, DEFAULT_DRAIN};
 pub struct ServerOptions {
     /// Connections served at once; one more is refused (told `busy_message`, then closed).
     pub max_conns: usize,
+    /// Limits per client address: connections at once, connections per second, who is exempt.
+    pub per_addr: AddrLimits,
     /// Handlers close a connection after this long without traffic. `None` keeps it forever.
     pub idle_timeout: Option<Duration>,
     /// Which client addresses are admitted.
@@ -31,24 +34,20 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Sent to a client refused because `max_conns` are in use, for protocols that can say so.
     pub busy_message: Option<Bytes>,
+    /// Sent to a client refused by a per-address limit; `None` sends `busy_message`.
+    pub addr_limit_message: Option<Bytes>,
     /// Slots shared with other listeners (a chat server's port and its web page count against one
-    /// limit); `None` gives this listener `max_conns` of its own.
+    /// limit, overall and per address); `None` gives this listener slots of its own made from
+    /// `max_conns` and `per_addr`.
     pub shared_slots: Option<ConnSlots>,
 }
 
-/// A number of connection slots that several listeners can draw from.
-#[derive(Debug, Clone)]
-pub struct ConnSlots {
-    slots: Arc<Semaphore>,
-    max: usize,
-}
-
-impl ConnSlots {
-    pub fn new(max: usize) -> Self {
-        ConnSlots {
-            slots: Arc::new(Semaphore::new(max)),
-            max,
-        }
+impl ServerOptions {
+    /// The slots this server draws from: the shared ones, or its own.
+    pub fn slots(&self) -> ConnSlots {
+        self.shared_slots
+            .clone()
+            .unwrap_or_else(|| ConnSlots::new(self.max_conns, self.per_addr.clone()))
     }
 }
 
@@ -56,12 +55,14 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_conns: 10_000,
+            per_addr: AddrLimits::default(),
             idle_timeout: None,
             access: AccessList::default(),
             tls: None,
             drain: DEFAULT_DRAIN,
             handshake_timeout: Duration::from_secs(10),
             busy_message: None,
+            addr_limit_message: None,
             shared_slots: None,
         }
     }
@@ -80,6 +81,30 @@ pub struct Conn {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Logs refused connections without letting a flood of them flood the log: the first of each
+/// second is logged, and the next line says how many were not.
+#[derive(Default)]
+struct RefusalLog {
+    window: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: &PeerAddr, why: Refusal, max_conns: usize) {
+        let now = tokio::time::Instant::now();
+        if self
+            .window
+            .is_some_and(|start| now.duration_since(start) < Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        self.window = Some(now);
+        let unlogged = std::mem::take(&mut self.unlogged);
+        tracing::warn!(%peer, max_conns, also_refused = unlogged, "refused: {}", why.as_str());
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` is cancelled, running `handler` for each on its
 /// own task; then stops accepting, tells handlers to finish, and waits up to `opts.drain` for them
 /// before cutting the rest.
@@ -93,10 +118,8 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let ConnSlots { slots, max } = opts
-        .shared_slots
-        .clone()
-        .unwrap_or_else(|| ConnSlots::new(opts.max_conns));
+    let slots = opts.slots();
+    let mut refusals = RefusalLog::default();
     let tracker = TaskTracker::new();
     // Handlers see `finish` (say goodbye); `cut` drops whatever is left after the drain time.
     let finish = CancellationToken::new();
@@ -125,19 +148,31 @@ pub async fn serve<H, F>(
                 continue;
             }
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_conns = max, "refused: connection limit reached");
-            // Not over TLS: the client expects a handshake, and plain text would be noise to it.
-            if let (Some(msg), None) = (&opts.busy_message, &opts.tls) {
-                // Best effort and never blocking: the accept loop must not wait on a refused client.
-                if let Stream::Tcp(tcp) = &stream {
-                    let _ = tcp.try_write(msg);
-                } else {
-                    let _ = tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg))
-                        .await;
+        let permit = match slots.admit(&peer) {
+            Ok(permit) => permit,
+            Err(why) => {
+                refusals.note(&peer, why, slots.max());
+                let msg = match why {
+                    Refusal::Full => opts.busy_message.as_ref(),
+                    _ => opts
+                        .addr_limit_message
+                        .as_ref()
+                        .or(opts.busy_message.as_ref()),
+                };
+                // Not over TLS: the client expects a handshake, and plain text would be noise to it.
+                if let (Some(msg), None) = (msg, &opts.tls) {
+                    // Best effort and never blocking: the accept loop must not wait on a refused
+                    // client.
+                    if let Stream::Tcp(tcp) = &stream {
+                        let _ = tcp.try_write(msg);
+                    } else {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg))
+                                .await;
+                    }
                 }
+                continue;
             }
-            continue;
         };
         tracing::debug!(%peer, "accepted");
         let handler = handler.clone();

@@ -56,7 +56,7 @@ fn close_frame(code: u16, reason: &str) -> CloseFrame {
 /// stops.
 pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: Link) {
     let (sink, mut stream) = socket.split();
-    let (mut s, outbox) = Session::open(hub, cfg.clone(), Format::Json);
+    let (mut s, outbox) = Session::open(hub, cfg.clone(), Format::Json, &link.peer);
     tracing::debug!(peer = %link.peer, nick = s.nick(), "web chat client connected");
     // The close frame the writer ends with, decided by whatever ends the session.
     let close = Arc::new(Mutex::new(None));

@@ -45,6 +45,11 @@ const MAX_HEAD: usize = 16 * 1024;
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
 content-length: 38\r\nconnection: close\r\nretry-after: 5\r\n\r\nthe server is full; try again later.\r\n";
 
+/// Sent to a client refused by a per-address limit (too many connections, or too fast).
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\
+content-length: 58\r\nconnection: close\r\nretry-after: 5\r\n\r\n\
+too many connections from your address; try again later.\r\n";
+
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
@@ -107,6 +112,10 @@ impl WebGateway {
             .tls
             .is_none()
             .then(|| bytes::Bytes::from_static(BUSY));
+        server.addr_limit_message = server
+            .tls
+            .is_none()
+            .then(|| bytes::Bytes::from_static(TOO_MANY));
         Ok(WebGateway {
             listener,
             origins: config.origins,

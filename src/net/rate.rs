@@ -1,0 +1,182 @@
+//! A token bucket: `rate` tokens a second, holding at most `burst`. Used for every rate limit a
+//! server keeps (connections per address, a chat client's lines, replies per datagram source).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::peer::{AddrEntry, AddrKey, AddrTable};
+use super::{IpList, PeerAddr};
+
+/// `rate` tokens per second, holding at most `burst`; each action costs one token (or `n`).
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. A `rate` of 0 disables the limit.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes a token if one is available.
+    pub fn try_take(&mut self) -> bool {
+        self.try_take_n(1.0)
+    }
+
+    /// Takes `n` tokens if that many are available.
+    pub fn try_take_n(&mut self, n: f64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill(Instant::now());
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely (or has no limit): forgetting it then loses
+    /// nothing, since a new bucket would start the same.
+    pub fn is_full(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill(Instant::now());
+        self.tokens >= self.burst
+    }
+}
+
+/// Token buckets kept per client address (an IPv4 address or an IPv6 /64): every connection from
+/// one address draws from the same bucket, and the bucket outlives them, so reconnecting does not
+/// refill it. Exempt addresses get a bucket of their own per connection.
+#[derive(Debug)]
+pub struct AddrBuckets {
+    rate: f64,
+    burst: u32,
+    exempt: IpList,
+    table: Mutex<AddrTable<SharedBucket>>,
+}
+
+/// One address's bucket, shared by its connections.
+#[derive(Debug, Clone)]
+pub struct SharedBucket(Arc<Mutex<TokenBucket>>);
+
+impl AddrEntry for SharedBucket {
+    fn forgettable(&mut self) -> bool {
+        !self.in_use() && self.lock().is_full()
+    }
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl SharedBucket {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's rate limit: its address's shared bucket, or its own.
+#[derive(Debug)]
+pub enum RateLimit {
+    Own(TokenBucket),
+    Shared(SharedBucket),
+}
+
+impl RateLimit {
+    /// Takes a token if one is available.
+    pub fn try_take(&mut self) -> bool {
+        match self {
+            RateLimit::Own(b) => b.try_take(),
+            RateLimit::Shared(b) => b.lock().try_take(),
+        }
+    }
+}
+
+/// Addresses remembered for their rate at most (beyond those with live connections).
+const MAX_TRACKED: usize = 65_536;
+
+impl AddrBuckets {
+    /// `rate` per second and `burst` per address; `exempt` addresses are limited per connection.
+    pub fn new(rate: f64, burst: u32, exempt: IpList) -> Self {
+        AddrBuckets {
+            rate,
+            burst,
+            exempt,
+            table: Mutex::new(AddrTable::new(MAX_TRACKED)),
+        }
+    }
+
+    /// The limit a new connection from `peer` is under.
+    pub fn limit_for(&self, peer: &PeerAddr) -> RateLimit {
+        let ip = match peer {
+            PeerAddr::Inet(a) if self.rate > 0.0 && !self.exempt.contains(a.ip()) => a.ip(),
+            _ => return RateLimit::Own(TokenBucket::new(self.rate, self.burst)),
+        };
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let (rate, burst) = (self.rate, self.burst);
+        let bucket = table.entry(AddrKey::of(ip), || {
+            SharedBucket(Arc::new(Mutex::new(TokenBucket::new(rate, burst))))
+        });
+        RateLimit::Shared(bucket.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refused_then_refilled() {
+        let mut b = TokenBucket::new(1000.0, 3);
+        assert!(b.try_take() && b.try_take() && b.try_take());
+        assert!(!b.try_take() && !b.is_full());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(b.try_take());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert!(b.is_full());
+        let mut off = TokenBucket::new(0.0, 1);
+        assert!((0..100).all(|_| off.try_take()));
+    }
+
+    fn peer(s: &str) -> PeerAddr {
+        PeerAddr::Inet(s.parse().unwrap())
+    }
+
+    #[test]
+    fn an_address_keeps_its_bucket_across_connections() {
+        let buckets = AddrBuckets::new(0.001, 2, IpList::loopback());
+        let mut first = buckets.limit_for(&peer("10.0.0.1:1000"));
+        assert!(first.try_take() && first.try_take() && !first.try_take());
+        drop(first);
+        // A new connection from the same address (another port) finds the bucket empty.
+        let mut again = buckets.limit_for(&peer("10.0.0.1:1001"));
+        assert!(!again.try_take());
+        // Concurrent connections share it too; another address does not.
+        let mut other = buckets.limit_for(&peer("10.0.0.2:1000"));
+        assert!(other.try_take());
+        // Loopback is exempt: each connection has its own full bucket.
+        for _ in 0..3 {
+            let mut local = buckets.limit_for(&peer("127.0.0.1:1"));
+            assert!(local.try_take() && local.try_take());
+        }
+    }
+}
