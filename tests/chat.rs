@@ -238,7 +238,7 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
         body(l) == "* ann left #lobby (went to #dev)"
     });
     cat.send("/rooms");
-    cat.expect("rooms", |l| l == "* rooms: #dev (1), #lobby (2)");
+    cat.expect("rooms", |l| l == "* rooms: #lobby (2), #dev (1)");
     cat.send("room talk");
     ann.send("dev talk");
     ann.expect_msg("ann", "dev talk");

@@ -328,6 +328,7 @@ fn the_chat_port_and_its_web_page_share_the_per_address_count() {
         "none",
         "127.0.0.1:0",
     ]);
+    assert!(server.wait_for_log("web page at", Duration::from_secs(10)));
     let web: SocketAddr = server
         .stderr()
         .lines()
@@ -350,4 +351,143 @@ fn the_chat_port_and_its_web_page_share_the_per_address_count() {
     assert!(!open && said.starts_with("HTTP/1.1 429"), "{said:?}");
     let mut other = connect_from("127.0.0.2", server.addr());
     assert!(kept_open(&mut other).0);
+}
+
+/// Sends `line` and reads until a line containing `want` (5 s), returning it.
+fn ask(reader: &mut BufReader<TcpStream>, w: &mut TcpStream, line: &str, want: &str) -> String {
+    writeln!(w, "{line}").unwrap();
+    let mut got = String::new();
+    loop {
+        got.clear();
+        assert!(
+            reader.read_line(&mut got).unwrap() > 0,
+            "closed waiting for {want:?}"
+        );
+        if got.contains(want) {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn an_address_may_make_only_so_many_rooms() {
+    let server = Server::start(&[
+        "chat",
+        "--no-history",
+        "--max-rooms-per-addr",
+        "3",
+        "--rate",
+        "0",
+        "--limit-exempt",
+        "none",
+        "127.0.0.1:0",
+    ]);
+    let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+    // Without history on disk a room with messages outlives its members: each stays made.
+    for room in ["r1", "r2", "r3"] {
+        ask(
+            &mut r,
+            &mut w,
+            &format!("/join {room}"),
+            &format!("joined #{room}"),
+        );
+        ask(
+            &mut r,
+            &mut w,
+            &format!("said in {room}"),
+            &format!("said in {room}"),
+        );
+    }
+    let refused = ask(&mut r, &mut w, "/join r4", "rooms");
+    assert!(refused.contains("as many as it may"), "{refused:?}");
+    // Rooms that exist, and the default room, may still be joined.
+    ask(&mut r, &mut w, "/join r1", "joined #r1");
+    ask(&mut r, &mut w, "/join lobby", "joined #lobby");
+    // Another address makes its own.
+    let (mut r2, mut w2) = chat_client("127.0.0.2", server.addr());
+    ask(&mut r2, &mut w2, "/join r4", "joined #r4");
+}
+
+#[test]
+fn a_rooms_reply_is_bounded_and_searchable() {
+    // Loopback is exempt from the room limit by default: one address makes all 12 rooms.
+    let server = Server::start(&[
+        "chat",
+        "--no-history",
+        "--rooms-listed",
+        "5",
+        "--rate",
+        "0",
+        "127.0.0.1:0",
+    ]);
+    let mut members = Vec::new();
+    for i in 0..12 {
+        let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+        ask(&mut r, &mut w, &format!("/join room{i:02}"), "joined #room");
+        members.push((r, w));
+    }
+    let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+    let listed = ask(&mut r, &mut w, "/rooms", "rooms:");
+    assert_eq!(listed.matches("#room").count(), 4, "{listed}");
+    assert!(listed.contains("#lobby"), "the busiest first: {listed}");
+    assert!(listed.contains("and 8 more"), "{listed}");
+    let found = ask(&mut r, &mut w, "/rooms ROOM07", "rooms:");
+    assert!(
+        found.contains("#room07 (1)") && !found.contains("more"),
+        "{found}"
+    );
+    let found = ask(&mut r, &mut w, "/rooms #room1", "rooms:");
+    assert_eq!(found.matches("#room1").count(), 2, "{found}");
+}
+
+#[test]
+fn replayed_messages_are_bounded_in_bytes() {
+    let server = Server::start(&[
+        "chat",
+        "--no-history",
+        "--replay-bytes",
+        "40000",
+        "--rate",
+        "0",
+        "127.0.0.1:0",
+    ]);
+    let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+    ask(&mut r, &mut w, "/join big", "joined #big");
+    for i in 0..20 {
+        ask(
+            &mut r,
+            &mut w,
+            &format!("long{i:02} {}", "y".repeat(4000)),
+            &format!("long{i:02}"),
+        );
+    }
+    ask(&mut r, &mut w, "/join small", "joined #small");
+    for i in 0..20 {
+        ask(
+            &mut r,
+            &mut w,
+            &format!("short{i:02}"),
+            &format!("short{i:02}"),
+        );
+    }
+    let replayed = |room: &str, tag: &str| -> usize {
+        let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+        writeln!(w, "/join {room}").unwrap();
+        // The replay arrives in one piece with the joiner's own join notice, which ends it.
+        let mut n = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0);
+            if line.contains(tag) {
+                n += 1;
+            }
+            if line.contains(&format!("joined #{room}")) {
+                return n;
+            }
+        }
+    };
+    let long = replayed("big", "long");
+    assert!((1..=3).contains(&long), "{long} long lines replayed");
+    assert_eq!(replayed("small", "short"), 20, "short lines all replayed");
 }

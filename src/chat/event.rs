@@ -97,6 +97,15 @@ impl Event {
         Event::at(0, now_ms(), kind, room, nick, None, text.into())
     }
 
+    /// The most memory this event can pin once rendered in every wire format: what limits on
+    /// memory held for joiners (the rooms' recent messages) count.
+    pub fn pinned_bytes(&self) -> usize {
+        let fields =
+            self.text.len() + self.nick.len() + self.target.as_ref().map_or(0, |t| t.len());
+        // Each rendering holds the fields again plus a stamp and markup (JSON's names: ~96 bytes).
+        std::mem::size_of::<Event>() + fields + Format::COUNT * (fields + 96)
+    }
+
     /// An event with every field given (history loading, tests).
     pub fn at(
         seq: u64,

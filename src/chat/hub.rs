@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
 use super::store::{self, StoreError};
-use crate::net::{AddrBuckets, PeerAddr, RateLimit};
+use crate::net::{AddrBuckets, AddrKey, IpList, PeerAddr, RateLimit};
 
 /// A connected client's id (never reused during a run).
 pub type ClientId = u64;
@@ -63,6 +63,8 @@ struct Member {
     nick: Arc<str>,
     room: Option<Arc<str>>,
     outbox: Arc<Outbox>,
+    /// The client's address, where per-address limits apply to it.
+    addr: Option<AddrKey>,
     /// Counts the client's joins; a sequenced join carries the value it was made with.
     joins: u64,
 }
@@ -72,8 +74,15 @@ struct Room {
     members: HashMap<ClientId, Arc<Outbox>>,
     /// The last `replay` stored events, for joiners and short `/history` requests.
     recent: VecDeque<Arc<Event>>,
+    /// What `recent` pins ([`Event::pinned_bytes`]).
+    recent_bytes: usize,
     /// Whether `recent` has been filled from the store.
     loaded: bool,
+    /// Whether events left `recent` to keep it within its bytes: it then holds fewer than
+    /// `replay` while more exist.
+    trimmed: bool,
+    /// The address that made the room, counted against its `--max-rooms-per-addr`.
+    creator: Option<AddrKey>,
 }
 
 #[derive(Debug, Default)]
@@ -83,14 +92,104 @@ struct State {
     /// Case-folded nick → client, so "Ann" and "ann" cannot both exist.
     nicks: HashMap<String, ClientId>,
     rooms: HashMap<Arc<str>, Room>,
+    /// What all rooms' `recent` pin together.
+    recent_bytes: usize,
+    /// Rooms each address has made that still exist.
+    rooms_made: HashMap<AddrKey, usize>,
+}
+
+impl State {
+    /// Appends a stored event to `room`'s recent messages, within `replay` events and the bytes
+    /// each room may pin (its own limit, or its share of the overall one when memory is tight).
+    fn remember(&mut self, name: &str, event: &Arc<Event>, limits: &MemoryLimits) {
+        let rooms = self.rooms.len();
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let cost = event.pinned_bytes();
+        if room.recent.len() == limits.replay {
+            if let Some(old) = room.recent.pop_front() {
+                room.recent_bytes -= old.pinned_bytes();
+                self.recent_bytes -= old.pinned_bytes();
+            }
+        }
+        room.recent.push_back(event.clone());
+        room.recent_bytes += cost;
+        self.recent_bytes += cost;
+        let share = limits.room_share(rooms);
+        self.recent_bytes -= room.trim(share);
+        // Rooms filled when there were fewer of them may hold more than today's share: when the
+        // total runs over, every room is brought to its share (rare: after 25 % growth).
+        if self.recent_bytes > limits.total + limits.total / 4 {
+            let mut freed = 0;
+            for r in self.rooms.values_mut() {
+                freed += r.trim(share);
+            }
+            self.recent_bytes -= freed;
+        }
+    }
+
+    /// Forgets `name`, and with it what it pinned and its maker's count.
+    fn drop_room(&mut self, name: &str) {
+        let Some(room) = self.rooms.remove(name) else {
+            return;
+        };
+        self.recent_bytes -= room.recent_bytes;
+        if let Some(addr) = room.creator {
+            if let Some(n) = self.rooms_made.get_mut(&addr) {
+                *n -= 1;
+                if *n == 0 {
+                    self.rooms_made.remove(&addr);
+                }
+            }
+        }
+    }
+}
+
+impl Room {
+    /// Drops the oldest recent events until the room pins at most `cap` bytes; returns the bytes
+    /// freed.
+    fn trim(&mut self, cap: usize) -> usize {
+        let mut freed = 0;
+        while self.recent_bytes > cap {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            let cost = old.pinned_bytes();
+            self.recent_bytes -= cost;
+            freed += cost;
+            self.trimmed = true;
+        }
+        freed
+    }
+}
+
+/// How much the rooms' recent messages may hold in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimits {
+    /// Events per room (`--replay`).
+    pub replay: usize,
+    /// Bytes per room (`--replay-bytes`).
+    pub room: usize,
+    /// Bytes for all rooms together (`--replay-memory`).
+    pub total: usize,
+}
+
+impl MemoryLimits {
+    /// What one room may pin when there are `rooms`: its own limit, or an equal share of the
+    /// total, whichever is smaller.
+    fn room_share(&self, rooms: usize) -> usize {
+        self.room.min(self.total / rooms.max(1))
+    }
 }
 
 /// State shared by the hub handle and the sequencer thread.
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
-    /// Events kept in memory per room (`--replay`).
+    /// Events kept in memory per room (`--replay`), and the bytes they may pin.
     replay: usize,
+    memory: MemoryLimits,
     /// Rooms with more members than this get no join/leave/nick notices: announcing every arrival
     /// to everyone costs O(members²) when a crowd connects at once (IRC's "auditorium" problem).
     announce_max: usize,
@@ -107,19 +206,37 @@ pub struct ChatHub {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
     history: Option<PathBuf>,
-    /// `--rate`/`--burst` per client address, kept across reconnects.
-    line_rates: Arc<AddrBuckets>,
+    /// What is limited per client address.
+    policy: Arc<AddrPolicy>,
 }
+
+/// What the hub limits per client address (an IPv4 address or an IPv6 /64), for addresses not in
+/// `exempt`.
+#[derive(Debug)]
+pub struct AddrPolicy {
+    /// `--rate`/`--burst`, kept across reconnects.
+    pub line_rates: AddrBuckets,
+    /// Addresses none of these limits apply to.
+    pub exempt: IpList,
+    /// Rooms an address may have made that still exist (`--max-rooms-per-addr`; 0 = no limit).
+    pub max_rooms: usize,
+}
+
+/// A room that cannot be made: its maker's address has made as many as it may.
+#[derive(Debug, thiserror::Error)]
+#[error("your address has made {0} rooms, as many as it may; join an existing room (/rooms)")]
+pub struct TooManyRooms(pub usize);
 
 fn fold(nick: &str) -> String {
     nick.to_lowercase()
 }
 
 impl Shared {
-    pub fn new(replay: usize, announce_max: usize, forget_empty: bool) -> Arc<Self> {
+    pub fn new(memory: MemoryLimits, announce_max: usize, forget_empty: bool) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
-            replay,
+            replay: memory.replay,
+            memory,
             announce_max,
             forget_empty,
         })
@@ -138,10 +255,16 @@ impl Shared {
     /// Fills `room`'s recent history (from the store, at its first join since start).
     pub fn preload(&self, room: &Arc<str>, events: Vec<Event>) {
         let mut st = self.lock();
+        let rooms = st.rooms.len().max(1);
         let r = st.rooms.entry(room.clone()).or_default();
         if !r.loaded {
-            r.recent = events.into_iter().map(Arc::new).collect();
+            let recent: VecDeque<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+            let bytes: usize = recent.iter().map(|e| e.pinned_bytes()).sum();
+            let old = std::mem::replace(&mut r.recent_bytes, bytes);
+            r.recent = recent;
             r.loaded = true;
+            let freed = r.trim(self.memory.room_share(rooms));
+            st.recent_bytes = st.recent_bytes + bytes - old - freed;
         }
     }
 
@@ -181,15 +304,15 @@ impl Shared {
                     }
                     // Rooms come into being with a join; a notice for a room everyone has left
                     // (or a message whose sender left meanwhile) reaches no one and is not kept.
-                    let Some(room) = st.rooms.get_mut(&*name) else {
+                    if !st.rooms.contains_key(&*name) {
+                        continue;
+                    }
+                    if event.kind.is_stored() && self.replay > 0 {
+                        st.remember(&name, &event, &self.memory);
+                    }
+                    let Some(room) = st.rooms.get(&*name) else {
                         continue;
                     };
-                    if event.kind.is_stored() && self.replay > 0 {
-                        if room.recent.len() == self.replay {
-                            room.recent.pop_front();
-                        }
-                        room.recent.push_back(event.clone());
-                    }
                     if event.kind.is_presence() && room.members.len() > self.announce_max {
                         // Only whoever caused it hears of it (a nick change needs confirming).
                         run.flush(&st);
@@ -261,25 +384,24 @@ impl Run {
 
 impl ChatHub {
     /// A hub whose events go through `tx` to the sequencer. `history` is the SQLite file, for
-    /// `/history` requests beyond what is in memory. `line_rates` limits the lines clients send,
-    /// per address.
+    /// `/history` requests beyond what is in memory. `policy` is what clients may do per address.
     pub fn new(
         shared: Arc<Shared>,
         tx: mpsc::Sender<Pending>,
         history: Option<PathBuf>,
-        line_rates: AddrBuckets,
+        policy: AddrPolicy,
     ) -> Self {
         ChatHub {
             shared,
             tx,
             history,
-            line_rates: Arc::new(line_rates),
+            policy: Arc::new(policy),
         }
     }
 
     /// The line rate limit of a new client at `peer`: its address's, unless it is exempt.
     pub fn line_limit(&self, peer: &PeerAddr) -> RateLimit {
-        self.line_rates.limit_for(peer)
+        self.policy.line_rates.limit_for(peer)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -298,8 +420,13 @@ impl ChatHub {
         self.tx.try_send(pending).map_err(|_| HubClosed)
     }
 
-    /// Adds a client with a fresh guest nick. It joins a room later, through [`Route::Join`].
-    pub fn register(&self, outbox: Arc<Outbox>) -> (ClientId, Arc<str>) {
+    /// Adds a client at `peer` with a fresh guest nick. It joins a room later, through
+    /// [`Route::Join`].
+    pub fn register(&self, outbox: Arc<Outbox>, peer: &PeerAddr) -> (ClientId, Arc<str>) {
+        let addr = match peer {
+            PeerAddr::Inet(a) if !self.policy.exempt.contains(a.ip()) => Some(AddrKey::of(a.ip())),
+            _ => None,
+        };
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
@@ -318,6 +445,7 @@ impl ChatHub {
                 nick: nick.clone(),
                 room: None,
                 outbox,
+                addr,
                 joins: 0,
             },
         );
@@ -350,10 +478,37 @@ impl ChatHub {
     /// Moves a client out of its room and records `room` as where it is going; membership of the
     /// new room starts when its join is delivered. Returns the room it left.
     /// Also returns the join ticket to send with the join.
-    pub fn move_to(&self, id: ClientId, room: Arc<str>) -> (Option<Arc<str>>, u64) {
+    /// A room that does not exist yet is made, and counts against its maker's address unless
+    /// `free` (the server's default room is nobody's).
+    pub fn move_to(
+        &self,
+        id: ClientId,
+        room: Arc<str>,
+        free: bool,
+    ) -> Result<(Option<Arc<str>>, u64), TooManyRooms> {
         let mut st = self.lock();
+        let Some(addr) = st.clients.get(&id).map(|m| m.addr) else {
+            return Ok((None, 0));
+        };
+        if !st.rooms.contains_key(&room) {
+            let creator = addr.filter(|_| !free);
+            if let Some(addr) = creator {
+                let made = st.rooms_made.get(&addr).copied().unwrap_or(0);
+                if self.policy.max_rooms > 0 && made >= self.policy.max_rooms {
+                    return Err(TooManyRooms(made));
+                }
+                *st.rooms_made.entry(addr).or_default() += 1;
+            }
+            st.rooms.insert(
+                room.clone(),
+                Room {
+                    creator,
+                    ..Room::default()
+                },
+            );
+        }
         let Some(member) = st.clients.get_mut(&id) else {
-            return (None, 0);
+            return Ok((None, 0));
         };
         member.joins += 1;
         let ticket = member.joins;
@@ -361,7 +516,7 @@ impl ChatHub {
         if let Some(old) = &old {
             leave_room(&mut st, id, old, self.shared.forget_empty);
         }
-        (old, ticket)
+        Ok((old, ticket))
     }
 
     /// Removes a client entirely. Returns its nick and room, for the leave notice.
@@ -392,17 +547,26 @@ impl ChatHub {
         nicks
     }
 
-    /// Rooms with members, and how many, sorted by name.
-    pub fn rooms(&self) -> Vec<(String, usize)> {
+    /// Rooms with members whose name contains `search` (case-insensitive; all if `None`), the
+    /// busiest first: at most `limit` of them, and how many matched in all.
+    pub fn rooms(&self, search: Option<&str>, limit: usize) -> (Vec<(String, usize)>, usize) {
+        let search = search.map(fold);
         let st = self.lock();
-        let mut rooms: Vec<(String, usize)> = st
+        let mut rooms: Vec<(&str, usize)> = st
             .rooms
             .iter()
             .filter(|(_, r)| !r.members.is_empty())
-            .map(|(name, r)| (name.to_string(), r.members.len()))
+            .filter(|(name, _)| search.as_ref().is_none_or(|s| fold(name).contains(s)))
+            .map(|(name, r)| (&**name, r.members.len()))
             .collect();
-        rooms.sort();
-        rooms
+        let total = rooms.len();
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let shown = rooms
+            .into_iter()
+            .take(limit)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
+        (shown, total)
     }
 
     /// Finds a client by nick (case-insensitive): its exact nick and outbox.
@@ -426,7 +590,7 @@ impl ChatHub {
             let st = self.lock();
             st.rooms
                 .get(room)
-                .map(|r| (r.recent.iter().cloned().collect(), r.loaded))
+                .map(|r| (r.recent.iter().cloned().collect(), r.loaded && !r.trimmed))
                 .unwrap_or_default()
         };
         let Some(path) = self.history.clone() else {
@@ -465,6 +629,79 @@ fn leave_room(st: &mut State, id: ClientId, room: &str, forget_empty: bool) {
     // none. Without a store its recent messages are all the history there is, so empty rooms are
     // kept, up to a bound, so that creating rooms cannot grow the server without limit.
     if forget_empty || r.recent.is_empty() || st.rooms.len() > MAX_ROOMS_IN_MEMORY {
-        st.rooms.remove(room);
+        st.drop_room(room);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::event::Kind;
+
+    fn say(shared: &Shared, room: &str, text: &str) {
+        let room: Arc<str> = Arc::from(room);
+        let event = Event::new(Kind::Message, Some(room), Arc::from("ann"), text);
+        let pending = Pending {
+            event,
+            route: Route::Room,
+            origin: None,
+        };
+        shared.deliver(std::iter::once(pending), true);
+    }
+
+    fn open_room(shared: &Shared, room: &str) {
+        shared.lock().rooms.insert(Arc::from(room), Room::default());
+    }
+
+    #[test]
+    fn recent_messages_are_bounded_in_bytes_per_room_and_overall() {
+        let limits = MemoryLimits {
+            replay: 20,
+            room: 64 * 1024,
+            total: 1024 * 1024,
+        };
+        let shared = Shared::new(limits, 500, false);
+        let long = "x".repeat(4000);
+        // One room alone: 20 lines of 4 KB would pin far more than 64 KiB.
+        open_room(&shared, "solo");
+        for _ in 0..20 {
+            say(&shared, "solo", &long);
+        }
+        {
+            let st = shared.lock();
+            let room = &st.rooms["solo"];
+            assert!(room.recent_bytes <= limits.room, "{}", room.recent_bytes);
+            assert!(room.recent.len() < 20 && room.trimmed);
+            assert_eq!(st.recent_bytes, room.recent_bytes);
+        }
+        // Short lines: all 20 kept.
+        open_room(&shared, "chatty");
+        for i in 0..30 {
+            say(&shared, "chatty", &format!("hello {i}"));
+        }
+        assert_eq!(shared.lock().rooms["chatty"].recent.len(), 20);
+        // A thousand rooms each filled with long lines stay within the total (plus its slack).
+        for r in 0..1000 {
+            let name = format!("room{r}");
+            open_room(&shared, &name);
+            for _ in 0..20 {
+                say(&shared, &name, &long);
+            }
+        }
+        let st = shared.lock();
+        let counted: usize = st.rooms.values().map(|r| r.recent_bytes).sum();
+        let actual: usize = st
+            .rooms
+            .values()
+            .flat_map(|r| r.recent.iter())
+            .map(|e| e.pinned_bytes())
+            .sum();
+        assert_eq!(counted, actual, "the per-room counts are exact");
+        assert_eq!(st.recent_bytes, counted, "the total is exact");
+        assert!(
+            st.recent_bytes <= limits.total + limits.total / 4,
+            "{} bytes pinned",
+            st.recent_bytes
+        );
     }
 }

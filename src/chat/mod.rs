@@ -59,6 +59,13 @@ pub struct ChatSettings {
     pub line_pause: Duration,
     /// Messages replayed to a joiner (and kept in memory per room).
     pub replay: usize,
+    /// Bytes those messages may pin in memory, per room and for all rooms together.
+    pub replay_bytes: usize,
+    pub replay_memory: usize,
+    /// Rooms one address may have made that still exist (0 = no limit).
+    pub max_rooms_per_addr: usize,
+    /// Most rooms one `/rooms` reply lists.
+    pub rooms_listed: usize,
     /// Most messages one `/history` returns.
     pub max_history: usize,
     /// Shown to every client after the welcome.
@@ -93,6 +100,10 @@ impl Default for ChatSettings {
             max_nick: 24,
             line_pause: Duration::from_millis(250),
             replay: 20,
+            replay_bytes: 64 * 1024,
+            replay_memory: 64 * 1024 * 1024,
+            max_rooms_per_addr: 10,
+            rooms_listed: 100,
             max_history: 1000,
             motd: None,
             format: Format::Utf8,
@@ -190,12 +201,18 @@ impl ChatServer {
         let settings = Arc::new(config.settings);
         // Reconnecting must not refill a client's line budget: it is kept per address, with the
         // same exemptions as the connection limits.
-        let line_rates = net::AddrBuckets::new(
-            settings.rate,
-            settings.burst,
-            server.per_addr.exempt.clone(),
-        );
-        let shared = hub::Shared::new(settings.replay, settings.announce_max, path.is_some());
+        let exempt = server.per_addr.exempt.clone();
+        let policy = hub::AddrPolicy {
+            line_rates: net::AddrBuckets::new(settings.rate, settings.burst, exempt.clone()),
+            exempt,
+            max_rooms: settings.max_rooms_per_addr,
+        };
+        let memory = hub::MemoryLimits {
+            replay: settings.replay,
+            room: settings.replay_bytes,
+            total: settings.replay_memory,
+        };
+        let shared = hub::Shared::new(memory, settings.announce_max, path.is_some());
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let replay = settings.replay;
         let seq_shared = shared.clone();
@@ -214,7 +231,7 @@ impl ChatServer {
             .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
         Ok(ChatServer {
             listener,
-            hub: ChatHub::new(shared, tx, path, line_rates),
+            hub: ChatHub::new(shared, tx, path, policy),
             settings,
             server,
             sequencer,

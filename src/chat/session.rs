@@ -67,7 +67,7 @@ impl Session {
         peer: &PeerAddr,
     ) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(cfg.sendq, format));
-        let (id, nick) = hub.register(outbox.clone());
+        let (id, nick) = hub.register(outbox.clone(), peer);
         let s = Session {
             id,
             nick,
@@ -172,7 +172,14 @@ impl Session {
             self.reply("info", &format!("you are already in #{room}"), None);
             return Ok(());
         }
-        let (old, ticket) = self.hub.move_to(self.id, room.clone());
+        let free = *room == *self.cfg.room;
+        let (old, ticket) = match self.hub.move_to(self.id, room.clone(), free) {
+            Ok(moved) => moved,
+            Err(refused) => {
+                self.error(&refused.to_string());
+                return Ok(());
+            }
+        };
         if let Some(old) = old {
             let leave = Event::new(
                 Kind::Leave,
@@ -283,12 +290,7 @@ impl Session {
                 Ok(r) => self.join(&r).await?,
                 Err(e) => self.error(&e),
             },
-            Command::Rooms => {
-                let rooms = self.hub.rooms();
-                let list: Vec<String> = rooms.iter().map(|(n, c)| format!("#{n} ({c})")).collect();
-                let data = json!({ "rooms": rooms.iter().map(|(n, c)| json!({"name": n, "members": c})).collect::<Vec<_>>() });
-                self.reply("rooms", &format!("rooms: {}", list.join(", ")), Some(data));
-            }
+            Command::Rooms(search) => self.rooms(search.map(|s| s.trim_start_matches('#'))),
             Command::Who(room) => {
                 let room = match room.map(room_name) {
                     Some(Ok(r)) => r,
@@ -319,6 +321,25 @@ impl Session {
             Command::Bad(msg) => self.error(&msg),
         }
         Ok(None)
+    }
+
+    /// `/rooms [WORD]`: at most `--rooms-listed` rooms, so the reply to seven bytes stays small
+    /// however many rooms there are; the rest are counted and found by name.
+    fn rooms(&self, search: Option<&str>) {
+        let (rooms, total) = self.hub.rooms(search, self.cfg.rooms_listed);
+        let list: Vec<String> = rooms.iter().map(|(n, c)| format!("#{n} ({c})")).collect();
+        let mut text = format!("rooms: {}", list.join(", "));
+        if total > rooms.len() {
+            text.push_str(&format!(
+                " ... and {} more; /rooms WORD lists those named WORD",
+                total - rooms.len()
+            ));
+        }
+        let data = json!({
+            "rooms": rooms.iter().map(|(n, c)| json!({"name": n, "members": c})).collect::<Vec<_>>(),
+            "total": total,
+        });
+        self.reply("rooms", &text, Some(data));
     }
 
     async fn say(&self, kind: Kind, text: &str) -> Result<(), HubClosed> {

@@ -64,6 +64,24 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub replay: usize,
 
+    /// Bytes of memory one room's replayed messages may pin (fewer, longer messages are kept)
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = parse_count)]
+    pub replay_bytes: usize,
+
+    /// Bytes of memory all rooms' replayed messages may pin together; with many rooms each gets
+    /// an equal share
+    #[arg(long, value_name = "BYTES", default_value = "67108864", value_parser = parse_count)]
+    pub replay_memory: usize,
+
+    /// Rooms one client address may have made that still exist (0 = no limit; --limit-exempt
+    /// addresses and the default room are not counted)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_rooms_per_addr: usize,
+
+    /// Most rooms one /rooms reply lists (the busiest; /rooms WORD finds the others)
+    #[arg(long, value_name = "N", default_value = "100", value_parser = parse_count)]
+    pub rooms_listed: usize,
+
     /// Most messages one /history returns
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_history: usize,
@@ -85,7 +103,8 @@ pub struct ChatArgs {
     #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_count)]
     pub max_line: usize,
 
-    /// Lines per second each client may send (0 = unlimited)
+    /// Lines per second each client address may send: its connections share the budget and
+    /// reconnecting does not refill it (--limit-exempt addresses: per connection; 0 = unlimited)
     #[arg(long, value_name = "N", default_value_t = 5.0)]
     pub rate: f64,
 
@@ -235,6 +254,10 @@ impl ChatArgs {
             max_nick: self.max_nick,
             line_pause: self.line_pause,
             replay: self.replay,
+            replay_bytes: self.replay_bytes,
+            replay_memory: self.replay_memory,
+            max_rooms_per_addr: self.max_rooms_per_addr,
+            rooms_listed: self.rooms_listed,
             max_history: self.max_history,
             motd: self.motd.clone(),
             format: match self.encoding {
