@@ -592,3 +592,77 @@ async fn max_conns_counts_web_and_tcp_clients_together() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Whether a chat TCP client is welcomed now (rather than told the server is full).
+async fn tcp_admitted(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut got = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, s.read(&mut got))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    String::from_utf8_lossy(&got[..n]).contains("Welcome")
+}
+
+/// Clients that pipeline requests and never read the answers must not keep their slots: a
+/// response nobody reads is cut off after `--write-timeout`, as nginx's `send_timeout` does. With
+/// `--max-conns 3` and three such clients, a chat client is refused at first and admitted again
+/// once the write timeout has cut them.
+#[tokio::test]
+async fn pipelining_clients_that_never_read_lose_their_slots_after_the_write_timeout() {
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--max-conns",
+        "3",
+        "--write-timeout",
+        "2s",
+    ]);
+    let addr = web_addr(&url);
+    let request = format!("GET /app.js HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(64);
+    // All three at once, so that the first is not cut before the last has filled its socket.
+    let hogs: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            let request = request.clone();
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                // The server stops reading requests once it cannot send the answers: the writes
+                // block, and the client stops writing. Bounded: 4096 batches of 64 requests, or
+                // 5 seconds.
+                s.set_write_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let stop = Instant::now() + Duration::from_secs(5);
+                for _ in 0..4096 {
+                    if s.write_all(request.as_bytes()).is_err() || Instant::now() > stop {
+                        break;
+                    }
+                }
+                s
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        !tcp_admitted(server.addr()).await,
+        "the three web clients should fill --max-conns 3"
+    );
+    // Bounded: the write timeout is 2 s; give it ten.
+    let deadline = Instant::now() + WAIT;
+    while !tcp_admitted(server.addr()).await {
+        assert!(
+            Instant::now() < deadline,
+            "clients that never read kept their slots:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(hogs);
+}

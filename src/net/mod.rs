@@ -19,6 +19,7 @@
 //! ```
 
 mod access;
+mod deadline;
 mod endpoint;
 mod error;
 mod idle;
@@ -31,6 +32,7 @@ pub mod tls;
 mod udp;
 
 pub use access::AccessList;
+pub use deadline::{WriteDeadline, WriteTimeout};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use idle::IdleTimer;

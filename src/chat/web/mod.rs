@@ -28,7 +28,10 @@ pub use origin::{Origin, OriginPolicy};
 
 use super::hub::ChatHub;
 use super::ChatSettings;
-use crate::net::{self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions};
+use crate::net::{
+    self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions, WriteDeadline,
+    WriteTimeout,
+};
 
 /// Where `--web` listens when given no address (clear of echo 9001/9002, chat 9003, http 8080,
 /// recv 6000 and daytime 9999).
@@ -89,6 +92,8 @@ struct ConnInfo {
     sessions: TaskTracker,
     /// Cancelled if the connection handler is dropped (the drain ran out): sessions stop too.
     gone: CancellationToken,
+    /// The connection's write deadline (`--write-timeout`), moved back once it is a WebSocket.
+    write_timeout: WriteTimeout,
 }
 
 #[derive(Clone)]
@@ -171,12 +176,16 @@ async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
         shutdown,
         idle_timeout,
     } = conn;
+    // hyper waits on a full socket for as long as it takes: without a deadline, a client that
+    // pipelines requests and never reads the answers keeps its slot for ever.
+    let stream = WriteDeadline::new(stream, Some(web.settings.write_timeout));
     let info = Arc::new(ConnInfo {
         peer,
         shutdown: shutdown.clone(),
         idle_timeout,
         sessions: TaskTracker::new(),
         gone: CancellationToken::new(),
+        write_timeout: stream.timeout(),
     });
     let _gone = info.gone.clone().drop_guard();
     let service = TowerToHyperService::new(router.with_state(AppState {
@@ -258,6 +267,11 @@ async fn websocket(
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| async move {
             let _token = token;
+            // The session has the same write timeout, and when it fires it tells the client and
+            // the room why; the stream's own stays as a backstop, just after it.
+            let settings = &web.settings;
+            conn.write_timeout
+                .set(Some(settings.write_timeout + settings.flush_timeout));
             gateway::run(
                 socket,
                 web.hub.clone(),
