@@ -666,3 +666,220 @@ async fn pipelining_clients_that_never_read_lose_their_slots_after_the_write_tim
     }
     drop(hogs);
 }
+
+/// A TCP connection whose receive buffer is small, so that a client that stops reading fills
+/// the path quickly and the server's own queue is what is measured.
+async fn connect_small_window(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket client over [`connect_small_window`], greeted and in the room.
+async fn ws_small_window(addr: &str, nick: &str) -> Ws {
+    let stream = connect_small_window(addr.parse().unwrap()).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    hello(&mut ws, nick).await;
+    ws
+}
+
+/// A WebSocket member that reads everything; returns how many messages it got once it sees
+/// `last`.
+fn ws_reader(mut ws: Ws, last: &'static str) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut n = 0;
+        // Bounded: two minutes at most, whatever the test does.
+        let stop = tokio::time::Instant::now() + Duration::from_secs(120);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(stop, ws.next()).await {
+            if let Message::Text(t) = msg {
+                n += 1;
+                if t.contains(last) {
+                    return n;
+                }
+            }
+        }
+        panic!("the reading member stopped receiving after {n} messages");
+    })
+}
+
+/// The chat's talker: a TCP client that says `rounds` batches of 16 lines of 1000 bytes, reading
+/// its own lines back (so it keeps up), and notes how many bytes it had sent when each of
+/// `watch` was announced as having left. Stops early once all of them have.
+struct Talker {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    out: tokio::net::tcp::OwnedWriteHalf,
+    sent: usize,
+}
+
+impl Talker {
+    async fn join(addr: std::net::SocketAddr) -> Talker {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (tcp_in, mut out) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        out.write_all(b"/nick talker\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(tcp_in).lines();
+        loop {
+            let l = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("the talker is greeted")
+                .unwrap()
+                .expect("the talker stays connected");
+            if l.contains("now known as talker") || l.contains("you are now talker") {
+                break;
+            }
+        }
+        Talker {
+            lines,
+            out,
+            sent: 0,
+        }
+    }
+
+    /// Reads lines until one contains `needle` (bounded by WAIT).
+    async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}"))
+                .unwrap()
+                .expect("the talker stays connected");
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    /// Talks until every nick in `watch` has left, or `max_bytes` are sent; returns each one's
+    /// leave line and the bytes sent when it came.
+    async fn talk(&mut self, watch: &[&str], max_bytes: usize) -> Vec<Option<(usize, String)>> {
+        use tokio::io::AsyncWriteExt;
+        let text = "y".repeat(1000);
+        let line = format!("{text}\n");
+        let mut left: Vec<Option<(usize, String)>> = vec![None; watch.len()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.sent < max_bytes && left.iter().any(Option::is_none) {
+            for _ in 0..16 {
+                self.out.write_all(line.as_bytes()).await.unwrap();
+                self.sent += line.len();
+            }
+            let mut echoed = 0;
+            while echoed < 16 {
+                let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                    .await
+                    .expect("the talker's own lines come back")
+                    .unwrap()
+                    .expect("the talker stays connected");
+                for (i, nick) in watch.iter().enumerate() {
+                    if left[i].is_none() && l.contains(&format!("{nick} left")) {
+                        left[i] = Some((self.sent, l.clone()));
+                    }
+                }
+                if l.ends_with(&text) {
+                    echoed += 1;
+                }
+            }
+            assert!(Instant::now() < deadline, "the talk took over a minute");
+        }
+        left
+    }
+}
+
+/// A browser that stops reading while the room is busy is held to the same `--sendq` as a TCP
+/// client (not 16 times it): both stop reading in the same room, and the WebSocket one must be
+/// dropped about when the TCP one is. The other members keep receiving.
+#[tokio::test]
+async fn a_websocket_that_stops_reading_gets_the_same_sendq_as_tcp() {
+    const SENDQ: usize = 64 * 1024;
+    let sendq = SENDQ.to_string();
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--sendq",
+        &sendq,
+        "--rate",
+        "0",
+    ]);
+    let addr = web_addr(&url);
+    let mut talker = Talker::join(server.addr()).await;
+    let mut member = ws_connect(&addr).await;
+    hello(&mut member, "reader").await;
+    let reader = ws_reader(member, "after the drop");
+    let _ws_sleeper = ws_small_window(&addr, "wssleepy").await;
+    let mut tcp_sleeper = connect_small_window(server.addr()).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        tcp_sleeper.write_all(b"/nick tcpsleepy\n").await.unwrap();
+    }
+    talker.until("now known as tcpsleepy").await;
+
+    // Bounded: 64 MiB of chat at most.
+    let left = talker.talk(&["tcpsleepy", "wssleepy"], 64 << 20).await;
+    let (tcp_at, tcp_line) = left[0].clone().expect("the TCP sleeper was never dropped");
+    let (ws_at, ws_line) = left[1]
+        .clone()
+        .expect("the WebSocket sleeper was never dropped");
+    assert!(tcp_line.contains("send queue full"), "{tcp_line}");
+    assert!(ws_line.contains("send queue full"), "{ws_line}");
+    eprintln!("dropped after {tcp_at} bytes (TCP) and {ws_at} bytes (WebSocket)");
+    assert!(
+        ws_at <= tcp_at + 4 * SENDQ,
+        "the WebSocket sleeper was dropped {} bytes after the TCP one (--sendq {SENDQ})",
+        ws_at - tcp_at
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        talker.out.write_all(b"after the drop\n").await.unwrap();
+    }
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the reading member got everything")
+        .unwrap();
+    assert!(got > 16, "{got}");
+}
+
+/// A browser whose socket takes nothing for `--write-timeout` is dropped, even when the room is
+/// too quiet to fill its send queue.
+#[tokio::test]
+async fn a_websocket_whose_socket_takes_nothing_is_cut_after_the_write_timeout() {
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        // Far more than the talk below: only the write timeout can drop the sleeper.
+        "--sendq",
+        "67108864",
+        "--rate",
+        "0",
+        "--write-timeout",
+        "1s",
+    ]);
+    let addr = web_addr(&url);
+    let mut talker = Talker::join(server.addr()).await;
+    let mut member = ws_connect(&addr).await;
+    hello(&mut member, "reader").await;
+    let reader = ws_reader(member, "after the drop");
+    let _ws_sleeper = ws_small_window(&addr, "wssleepy").await;
+    // Enough to fill the sleeper's socket buffers (a small window), far less than its queue.
+    let left = talker.talk(&["wssleepy"], 8 << 20).await;
+    let line = match left[0].clone() {
+        Some((_, line)) => line,
+        None => talker.until("wssleepy left").await,
+    };
+    assert!(line.contains("send queue full"), "{line}");
+    {
+        use tokio::io::AsyncWriteExt;
+        talker.out.write_all(b"after the drop\n").await.unwrap();
+    }
+    tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the reading member got everything")
+        .unwrap();
+}
