@@ -100,6 +100,10 @@ fn web_origin_admits_named_pages() {
     let addr = web_addr(&url);
     assert!(handshake_status(&addr, Some("https://chat.example.org"), &addr).contains(" 101 "));
     assert!(handshake_status(&addr, Some("http://evil.example"), &addr).contains(" 403 "));
+    // Behind a proxy that passes its public name on as Host, the page and socket are served.
+    let public = "chat.example.org";
+    assert!(handshake_status(&addr, Some("https://chat.example.org"), public).contains(" 101 "));
+    assert!(get_status(&addr, "/", Some(public), "1.1").contains(" 200 "));
 }
 
 #[test]
@@ -882,4 +886,122 @@ async fn a_websocket_whose_socket_takes_nothing_is_cut_after_the_write_timeout()
         .await
         .expect("the reading member got everything")
         .unwrap();
+}
+
+/// What a plain HTTP request with this `Host` (none if `None`) gets: the status line.
+fn get_status(addr: &str, path: &str, host: Option<&str>, version: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/{version}\r\n{host}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+/// DNS rebinding: a remote page whose name is made to resolve to 127.0.0.1 reaches the chat with
+/// its own name in `Host` (and, for the socket, a matching Origin). Only names of this listener
+/// are served: its address, `localhost` for a loopback one, and `--web-host` names.
+#[test]
+fn only_the_listeners_own_host_names_are_served() {
+    let (_server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--web-host",
+        "chat.example.org,Other.Example",
+    ]);
+    let addr = web_addr(&url);
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.2".to_string(),
+        format!("chat.example.org.evil.example:{port}"),
+    ] {
+        for path in ["/", "/app.js", "/nope"] {
+            let got = get_status(&addr, path, Some(&host), "1.1");
+            assert!(got.contains(" 421 "), "{path} with Host {host}: {got}");
+        }
+        let origin = format!("http://{host}");
+        let got = handshake_status(&addr, Some(&origin), &host);
+        assert!(got.contains(" 421 "), "/ws with Host {host}: {got}");
+        let got = handshake_status(&addr, None, &host);
+        assert!(
+            got.contains(" 421 "),
+            "/ws with Host {host}, no Origin: {got}"
+        );
+    }
+    for host in [
+        addr.clone(),
+        "127.0.0.1".to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        "localhost.".to_string(),
+        "chat.example.org".to_string(),
+        format!("CHAT.example.org:{port}"),
+        "other.example".to_string(),
+    ] {
+        let got = get_status(&addr, "/", Some(&host), "1.1");
+        assert!(got.contains(" 200 "), "/ with Host {host}: {got}");
+        let origin = format!("http://{host}");
+        let got = handshake_status(&addr, Some(&origin), &host);
+        assert!(got.contains(" 101 "), "/ws with Host {host}: {got}");
+    }
+    // HTTP/1.0 without a Host: not a browser (browsers always send one), so not a rebinding.
+    let got = get_status(&addr, "/", None, "1.0");
+    assert!(got.contains(" 200 "), "no Host: {got}");
+}
+
+/// The same over IPv6: `[::1]` and `localhost` name a listener on ::1; 127.0.0.1 does not.
+#[test]
+fn host_names_of_an_ipv6_listener() {
+    if !common::ipv6_available() {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    }
+    let (_server, url) = start(&["127.0.0.1:0", "--web", "[::1]:0"]);
+    let addr = web_addr(&url);
+    let port = addr.rsplit(':').next().unwrap();
+    for (host, want) in [
+        (addr.clone(), " 200 "),
+        ("[::1]".to_string(), " 200 "),
+        (format!("[0:0::1]:{port}"), " 200 "),
+        (format!("localhost:{port}"), " 200 "),
+        (format!("127.0.0.1:{port}"), " 421 "),
+        (format!("evil.example:{port}"), " 421 "),
+        // Not a valid Host at all.
+        (format!("[::1:{port}"), " 421 "),
+    ] {
+        let got = get_status(&addr, "/", Some(&host), "1.1");
+        assert!(got.contains(want), "Host {host}: {got}");
+    }
+}
+
+#[test]
+fn web_host_takes_names_not_urls_or_ports() {
+    for bad in [
+        "chat.example.org:443",
+        "https://chat.example.org",
+        "*.example.org",
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
+        cmd.args([
+            "chat",
+            "--no-history",
+            "--web",
+            "127.0.0.1:0",
+            "--web-host",
+            bad,
+        ]);
+        let ran = common::run(cmd, b"", WAIT);
+        assert_eq!(ran.code(), Some(2), "--web-host {bad}: {}", ran.stderr);
+        assert!(ran.stderr.contains("not a host name"), "{}", ran.stderr);
+    }
 }
