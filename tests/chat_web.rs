@@ -335,6 +335,13 @@ async fn clients_that_do_not_read_are_disconnected() {
     let dropped = dropped.expect("the sleeper was never dropped");
     assert!(dropped.contains("send queue full"), "{dropped}");
     // The sleeper, reading at last, finds what the kernel held, the reason, and a close frame.
+    let (code, told) = read_to_close_frame(&mut ws).await;
+    assert!(told, "the sleeper was not told why");
+    assert_eq!(code, Some(CloseCode::Policy));
+}
+
+/// Reads a client that was not reading: whether it was told why, and the close frame's code.
+async fn read_to_close_frame(ws: &mut Ws) -> (Option<CloseCode>, bool) {
     let mut code = None;
     let mut told = false;
     let stop = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -349,8 +356,7 @@ async fn clients_that_do_not_read_are_disconnected() {
             Err(_) => break,
         }
     }
-    assert!(told, "the sleeper was not told why");
-    assert_eq!(code, Some(CloseCode::Policy));
+    (code, told)
 }
 
 #[tokio::test]
@@ -870,7 +876,7 @@ async fn a_websocket_whose_socket_takes_nothing_is_cut_after_the_write_timeout()
     let mut member = ws_connect(&addr).await;
     hello(&mut member, "reader").await;
     let reader = ws_reader(member, "after the drop");
-    let _ws_sleeper = ws_small_window(&addr, "wssleepy").await;
+    let mut ws_sleeper = ws_small_window(&addr, "wssleepy").await;
     // Enough to fill the sleeper's socket buffers (a small window), far less than its queue.
     let left = talker.talk(&["wssleepy"], 8 << 20).await;
     let line = match left[0].clone() {
@@ -878,6 +884,10 @@ async fn a_websocket_whose_socket_takes_nothing_is_cut_after_the_write_timeout()
         None => talker.until("wssleepy left").await,
     };
     assert!(line.contains("send queue full"), "{line}");
+    // The sleeper, reading at last, finds what the kernel held, the reason, and a close frame.
+    let (code, told) = read_to_close_frame(&mut ws_sleeper).await;
+    assert!(told, "the sleeper was not told why");
+    assert_eq!(code, Some(CloseCode::Policy));
     {
         use tokio::io::AsyncWriteExt;
         talker.out.write_all(b"after the drop\n").await.unwrap();
