@@ -100,6 +100,10 @@ fn web_origin_admits_named_pages() {
     let addr = web_addr(&url);
     assert!(handshake_status(&addr, Some("https://chat.example.org"), &addr).contains(" 101 "));
     assert!(handshake_status(&addr, Some("http://evil.example"), &addr).contains(" 403 "));
+    // Behind a proxy that passes its public name on as Host, the page and socket are served.
+    let public = "chat.example.org";
+    assert!(handshake_status(&addr, Some("https://chat.example.org"), public).contains(" 101 "));
+    assert!(get_status(&addr, "/", Some(public), "1.1").contains(" 200 "));
 }
 
 #[test]
@@ -331,6 +335,13 @@ async fn clients_that_do_not_read_are_disconnected() {
     let dropped = dropped.expect("the sleeper was never dropped");
     assert!(dropped.contains("send queue full"), "{dropped}");
     // The sleeper, reading at last, finds what the kernel held, the reason, and a close frame.
+    let (code, told) = read_to_close_frame(&mut ws).await;
+    assert!(told, "the sleeper was not told why");
+    assert_eq!(code, Some(CloseCode::Policy));
+}
+
+/// Reads a client that was not reading: whether it was told why, and the close frame's code.
+async fn read_to_close_frame(ws: &mut Ws) -> (Option<CloseCode>, bool) {
     let mut code = None;
     let mut told = false;
     let stop = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -345,8 +356,7 @@ async fn clients_that_do_not_read_are_disconnected() {
             Err(_) => break,
         }
     }
-    assert!(told, "the sleeper was not told why");
-    assert_eq!(code, Some(CloseCode::Policy));
+    (code, told)
 }
 
 #[tokio::test]
@@ -590,5 +600,418 @@ async fn max_conns_counts_web_and_tcp_clients_together() {
         }
         assert!(tokio::time::Instant::now() < deadline, "no slot was freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a chat TCP client is welcomed now (rather than told the server is full).
+async fn tcp_admitted(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut got = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, s.read(&mut got))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    String::from_utf8_lossy(&got[..n]).contains("Welcome")
+}
+
+/// Clients that pipeline requests and never read the answers must not keep their slots: a
+/// response nobody reads is cut off after `--write-timeout`, as nginx's `send_timeout` does. With
+/// `--max-conns 3` and three such clients, a chat client is refused at first and admitted again
+/// once the write timeout has cut them.
+#[tokio::test]
+async fn pipelining_clients_that_never_read_lose_their_slots_after_the_write_timeout() {
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--max-conns",
+        "3",
+        "--write-timeout",
+        "2s",
+    ]);
+    let addr = web_addr(&url);
+    let request = format!("GET /app.js HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(64);
+    // All three at once, so that the first is not cut before the last has filled its socket.
+    let hogs: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            let request = request.clone();
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                // The server stops reading requests once it cannot send the answers: the writes
+                // block, and the client stops writing. Bounded: 4096 batches of 64 requests, or
+                // 5 seconds.
+                s.set_write_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let stop = Instant::now() + Duration::from_secs(5);
+                for _ in 0..4096 {
+                    if s.write_all(request.as_bytes()).is_err() || Instant::now() > stop {
+                        break;
+                    }
+                }
+                s
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        !tcp_admitted(server.addr()).await,
+        "the three web clients should fill --max-conns 3"
+    );
+    // Bounded: the write timeout is 2 s; give it ten.
+    let deadline = Instant::now() + WAIT;
+    while !tcp_admitted(server.addr()).await {
+        assert!(
+            Instant::now() < deadline,
+            "clients that never read kept their slots:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(hogs);
+}
+
+/// A TCP connection whose receive buffer is small, so that a client that stops reading fills
+/// the path quickly and the server's own queue is what is measured.
+async fn connect_small_window(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket client over [`connect_small_window`], greeted and in the room.
+async fn ws_small_window(addr: &str, nick: &str) -> Ws {
+    let stream = connect_small_window(addr.parse().unwrap()).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    hello(&mut ws, nick).await;
+    ws
+}
+
+/// A WebSocket member that reads everything; returns how many messages it got once it sees
+/// `last`.
+fn ws_reader(mut ws: Ws, last: &'static str) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut n = 0;
+        // Bounded: two minutes at most, whatever the test does.
+        let stop = tokio::time::Instant::now() + Duration::from_secs(120);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(stop, ws.next()).await {
+            if let Message::Text(t) = msg {
+                n += 1;
+                if t.contains(last) {
+                    return n;
+                }
+            }
+        }
+        panic!("the reading member stopped receiving after {n} messages");
+    })
+}
+
+/// The chat's talker: a TCP client that says `rounds` batches of 16 lines of 1000 bytes, reading
+/// its own lines back (so it keeps up), and notes how many bytes it had sent when each of
+/// `watch` was announced as having left. Stops early once all of them have.
+struct Talker {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    out: tokio::net::tcp::OwnedWriteHalf,
+    sent: usize,
+}
+
+impl Talker {
+    async fn join(addr: std::net::SocketAddr) -> Talker {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (tcp_in, mut out) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        out.write_all(b"/nick talker\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(tcp_in).lines();
+        loop {
+            let l = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("the talker is greeted")
+                .unwrap()
+                .expect("the talker stays connected");
+            if l.contains("now known as talker") || l.contains("you are now talker") {
+                break;
+            }
+        }
+        Talker {
+            lines,
+            out,
+            sent: 0,
+        }
+    }
+
+    /// Reads lines until one contains `needle` (bounded by WAIT).
+    async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}"))
+                .unwrap()
+                .expect("the talker stays connected");
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    /// Talks until every nick in `watch` has left, or `max_bytes` are sent; returns each one's
+    /// leave line and the bytes sent when it came.
+    async fn talk(&mut self, watch: &[&str], max_bytes: usize) -> Vec<Option<(usize, String)>> {
+        use tokio::io::AsyncWriteExt;
+        let text = "y".repeat(1000);
+        let line = format!("{text}\n");
+        let mut left: Vec<Option<(usize, String)>> = vec![None; watch.len()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.sent < max_bytes && left.iter().any(Option::is_none) {
+            for _ in 0..16 {
+                self.out.write_all(line.as_bytes()).await.unwrap();
+                self.sent += line.len();
+            }
+            let mut echoed = 0;
+            while echoed < 16 {
+                let l = tokio::time::timeout(WAIT, self.lines.next_line())
+                    .await
+                    .expect("the talker's own lines come back")
+                    .unwrap()
+                    .expect("the talker stays connected");
+                for (i, nick) in watch.iter().enumerate() {
+                    if left[i].is_none() && l.contains(&format!("{nick} left")) {
+                        left[i] = Some((self.sent, l.clone()));
+                    }
+                }
+                if l.ends_with(&text) {
+                    echoed += 1;
+                }
+            }
+            assert!(Instant::now() < deadline, "the talk took over a minute");
+        }
+        left
+    }
+}
+
+/// A browser that stops reading while the room is busy is held to the same `--sendq` as a TCP
+/// client (not 16 times it): both stop reading in the same room, and the WebSocket one must be
+/// dropped about when the TCP one is. The other members keep receiving.
+#[tokio::test]
+async fn a_websocket_that_stops_reading_gets_the_same_sendq_as_tcp() {
+    const SENDQ: usize = 64 * 1024;
+    let sendq = SENDQ.to_string();
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--sendq",
+        &sendq,
+        "--rate",
+        "0",
+    ]);
+    let addr = web_addr(&url);
+    let mut talker = Talker::join(server.addr()).await;
+    let mut member = ws_connect(&addr).await;
+    hello(&mut member, "reader").await;
+    let reader = ws_reader(member, "after the drop");
+    let _ws_sleeper = ws_small_window(&addr, "wssleepy").await;
+    let mut tcp_sleeper = connect_small_window(server.addr()).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        tcp_sleeper.write_all(b"/nick tcpsleepy\n").await.unwrap();
+    }
+    talker.until("now known as tcpsleepy").await;
+
+    // Bounded: 64 MiB of chat at most.
+    let left = talker.talk(&["tcpsleepy", "wssleepy"], 64 << 20).await;
+    let (tcp_at, tcp_line) = left[0].clone().expect("the TCP sleeper was never dropped");
+    let (ws_at, ws_line) = left[1]
+        .clone()
+        .expect("the WebSocket sleeper was never dropped");
+    assert!(tcp_line.contains("send queue full"), "{tcp_line}");
+    assert!(ws_line.contains("send queue full"), "{ws_line}");
+    eprintln!("dropped after {tcp_at} bytes (TCP) and {ws_at} bytes (WebSocket)");
+    assert!(
+        ws_at <= tcp_at + 4 * SENDQ,
+        "the WebSocket sleeper was dropped {} bytes after the TCP one (--sendq {SENDQ})",
+        ws_at - tcp_at
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        talker.out.write_all(b"after the drop\n").await.unwrap();
+    }
+    let got = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the reading member got everything")
+        .unwrap();
+    assert!(got > 16, "{got}");
+}
+
+/// A browser whose socket takes nothing for `--write-timeout` is dropped, even when the room is
+/// too quiet to fill its send queue.
+#[tokio::test]
+async fn a_websocket_whose_socket_takes_nothing_is_cut_after_the_write_timeout() {
+    let (server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        // Far more than the talk below: only the write timeout can drop the sleeper.
+        "--sendq",
+        "67108864",
+        "--rate",
+        "0",
+        "--write-timeout",
+        "1s",
+    ]);
+    let addr = web_addr(&url);
+    let mut talker = Talker::join(server.addr()).await;
+    let mut member = ws_connect(&addr).await;
+    hello(&mut member, "reader").await;
+    let reader = ws_reader(member, "after the drop");
+    let mut ws_sleeper = ws_small_window(&addr, "wssleepy").await;
+    // Enough to fill the sleeper's socket buffers (a small window), far less than its queue.
+    let left = talker.talk(&["wssleepy"], 8 << 20).await;
+    let line = match left[0].clone() {
+        Some((_, line)) => line,
+        None => talker.until("wssleepy left").await,
+    };
+    assert!(line.contains("send queue full"), "{line}");
+    // The sleeper, reading at last, finds what the kernel held, the reason, and a close frame.
+    let (code, told) = read_to_close_frame(&mut ws_sleeper).await;
+    assert!(told, "the sleeper was not told why");
+    assert_eq!(code, Some(CloseCode::Policy));
+    {
+        use tokio::io::AsyncWriteExt;
+        talker.out.write_all(b"after the drop\n").await.unwrap();
+    }
+    tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the reading member got everything")
+        .unwrap();
+}
+
+/// What a plain HTTP request with this `Host` (none if `None`) gets: the status line.
+fn get_status(addr: &str, path: &str, host: Option<&str>, version: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/{version}\r\n{host}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+/// DNS rebinding: a remote page whose name is made to resolve to 127.0.0.1 reaches the chat with
+/// its own name in `Host` (and, for the socket, a matching Origin). Only names of this listener
+/// are served: its address, `localhost` for a loopback one, and `--web-host` names.
+#[test]
+fn only_the_listeners_own_host_names_are_served() {
+    let (_server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--web-host",
+        "chat.example.org,Other.Example",
+    ]);
+    let addr = web_addr(&url);
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.2".to_string(),
+        format!("chat.example.org.evil.example:{port}"),
+    ] {
+        for path in ["/", "/app.js", "/nope"] {
+            let got = get_status(&addr, path, Some(&host), "1.1");
+            assert!(got.contains(" 421 "), "{path} with Host {host}: {got}");
+        }
+        let origin = format!("http://{host}");
+        let got = handshake_status(&addr, Some(&origin), &host);
+        assert!(got.contains(" 421 "), "/ws with Host {host}: {got}");
+        let got = handshake_status(&addr, None, &host);
+        assert!(
+            got.contains(" 421 "),
+            "/ws with Host {host}, no Origin: {got}"
+        );
+    }
+    for host in [
+        addr.clone(),
+        "127.0.0.1".to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        "localhost.".to_string(),
+        "chat.example.org".to_string(),
+        format!("CHAT.example.org:{port}"),
+        "other.example".to_string(),
+    ] {
+        let got = get_status(&addr, "/", Some(&host), "1.1");
+        assert!(got.contains(" 200 "), "/ with Host {host}: {got}");
+        let origin = format!("http://{host}");
+        let got = handshake_status(&addr, Some(&origin), &host);
+        assert!(got.contains(" 101 "), "/ws with Host {host}: {got}");
+    }
+    // HTTP/1.0 without a Host: not a browser (browsers always send one), so not a rebinding.
+    let got = get_status(&addr, "/", None, "1.0");
+    assert!(got.contains(" 200 "), "no Host: {got}");
+}
+
+/// The same over IPv6: `[::1]` and `localhost` name a listener on ::1; 127.0.0.1 does not.
+#[test]
+fn host_names_of_an_ipv6_listener() {
+    if !common::ipv6_available() {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    }
+    let (_server, url) = start(&["127.0.0.1:0", "--web", "[::1]:0"]);
+    let addr = web_addr(&url);
+    let port = addr.rsplit(':').next().unwrap();
+    for (host, want) in [
+        (addr.clone(), " 200 "),
+        ("[::1]".to_string(), " 200 "),
+        (format!("[0:0::1]:{port}"), " 200 "),
+        (format!("localhost:{port}"), " 200 "),
+        (format!("127.0.0.1:{port}"), " 421 "),
+        (format!("evil.example:{port}"), " 421 "),
+        // Not a valid Host at all.
+        (format!("[::1:{port}"), " 421 "),
+    ] {
+        let got = get_status(&addr, "/", Some(&host), "1.1");
+        assert!(got.contains(want), "Host {host}: {got}");
+    }
+}
+
+#[test]
+fn web_host_takes_names_not_urls_or_ports() {
+    for bad in [
+        "chat.example.org:443",
+        "https://chat.example.org",
+        "*.example.org",
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
+        cmd.args([
+            "chat",
+            "--no-history",
+            "--web",
+            "127.0.0.1:0",
+            "--web-host",
+            bad,
+        ]);
+        let ran = common::run(cmd, b"", WAIT);
+        assert_eq!(ran.code(), Some(2), "--web-host {bad}: {}", ran.stderr);
+        assert!(ran.stderr.contains("not a host name"), "{}", ran.stderr);
     }
 }

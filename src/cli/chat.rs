@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use sockit::chat::client::{self, ClientConfig, ClientError};
-use sockit::chat::web::{Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
+use sockit::chat::web::{parse_host_name, Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
 use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
 use sockit::net::{self, Endpoint, LocalAddr};
 
@@ -135,7 +135,9 @@ pub struct ChatArgs {
     pub line_pause: Duration,
 
     /// Also serve the chat to browsers: the page at http://ADDR/ and its WebSocket at /ws
-    /// (https and wss with --tls) [ADDR default: 127.0.0.1:9080]
+    /// (https and wss with --tls) [ADDR default: 127.0.0.1:9080]. --sendq, --write-timeout and
+    /// --idle-timeout apply to browsers too; an HTTP response nobody reads is cut off after
+    /// --write-timeout
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_WEB_ADDR,
           value_parser = parse_endpoint)]
     pub web: Option<Endpoint>,
@@ -144,6 +146,14 @@ pub struct ChatArgs {
     /// own page always may (repeatable)
     #[arg(long, value_name = "URL", requires = "web", value_parser = parse_origin)]
     pub web_origin: Vec<String>,
+
+    /// Also serve the page to requests for this host name (repeatable, or a comma list), such as
+    /// a reverse proxy's public name. Against DNS rebinding, only a Host that names the listener
+    /// is served: its IP address (any IP address when bound to 0.0.0.0 or [::]), localhost when
+    /// it listens on loopback, the hosts of --web-origin, and these; others get 421
+    #[arg(long, value_name = "NAME", requires = "web", value_delimiter = ',',
+          value_parser = parse_host_name)]
+    pub web_host: Vec<String>,
 
     #[command(flatten)]
     pub server: ServerArgs,
@@ -281,6 +291,7 @@ impl ChatArgs {
             Some(endpoint) => Some(WebConfig {
                 endpoint: endpoint.clone(),
                 origins: OriginPolicy::new(&self.web_origin).map_err(anyhow::Error::msg)?,
+                hosts: self.web_host.clone(),
             }),
             None => None,
         };

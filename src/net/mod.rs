@@ -20,6 +20,7 @@
 
 mod access;
 mod admit;
+mod deadline;
 mod endpoint;
 mod error;
 mod idle;
@@ -35,6 +36,7 @@ mod udp;
 
 pub use access::{AccessList, IpList};
 pub use admit::{AddrLimits, Admitted, ConnSlots, Refusal};
+pub use deadline::{WriteDeadline, WriteTimeout};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use idle::IdleTimer;

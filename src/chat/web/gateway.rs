@@ -2,9 +2,11 @@
 //! protocol (`{"sockit":"chat",..}` hello first, then `{"text":..}`), fed to a [`Session`]; each
 //! event or reply queued for the client is sent as one text message. The WebSocket twin of
 //! [`crate::chat::stream`], with the same limits: message size, rate (the session's), the bounded
-//! outbox, the idle timeout, and a goodbye on shutdown.
+//! outbox (`--sendq`, applied once the socket stops taking what is sent, as for a TCP client), the
+//! write timeout, the idle timeout, and a goodbye on shutdown.
 
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -196,15 +198,32 @@ async fn write_loop(
                 sink.flush().await
             };
             tokio::pin!(send);
-            tokio::select! {
-                r = &mut send => r.is_ok(),
-                _ = ended.cancelled() => {
-                    if outbox.state() == State::Overflowed {
-                        false
-                    } else {
-                        // Closing: finish this batch, but not forever.
-                        matches!(tokio::time::timeout(cfg.flush_timeout, send).await, Ok(Ok(())))
-                    }
+            // As over TCP (see `stream::write_loop`): a batch the socket takes at once is the
+            // usual case; one it cannot take means the client is not keeping up, and only from
+            // then on does the --sendq limit apply, with --write-timeout for a socket that takes
+            // nothing at all.
+            match futures::poll!(send.as_mut()) {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending => {
+                    outbox.set_stalled(true);
+                    let ok = tokio::select! {
+                        r = &mut send => r.is_ok(),
+                        _ = tokio::time::sleep(cfg.write_timeout) => {
+                            outbox.overflow();
+                            false
+                        }
+                        _ = ended.cancelled() => {
+                            if outbox.state() == State::Overflowed {
+                                false
+                            } else {
+                                // Closing: finish this batch, but not forever.
+                                let last = tokio::time::timeout(cfg.flush_timeout, send);
+                                matches!(last.await, Ok(Ok(())))
+                            }
+                        }
+                    };
+                    outbox.set_stalled(false);
+                    ok
                 }
             }
         };

@@ -6,16 +6,20 @@
 //! (the page then loads over https and the socket is wss) and the shutdown drain work as for every
 //! other sockit server; each accepted stream is handed to hyper, which routes requests through an
 //! axum [`Router`] and upgrades `/ws` requests ([`gateway`] runs the chat session over the socket).
+//! Every request is first checked for a `Host` that names this listener ([`host`], against DNS
+//! rebinding); `/ws` then checks the page's `Origin` ([`origin`], against cross-site pages).
 
 mod gateway;
+mod host;
 mod origin;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -24,11 +28,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use host::{parse_host_name, HostPolicy};
 pub use origin::{Origin, OriginPolicy};
 
 use super::hub::ChatHub;
 use super::ChatSettings;
-use crate::net::{self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions};
+use crate::net::{
+    self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions, WriteDeadline,
+    WriteTimeout,
+};
 
 /// Where `--web` listens when given no address (clear of echo 9001/9002, chat 9003, http 8080,
 /// recv 6000 and daytime 9999).
@@ -66,6 +74,9 @@ pub struct WebConfig {
     pub endpoint: Endpoint,
     /// Page origins allowed to open the WebSocket besides the server's own.
     pub origins: OriginPolicy,
+    /// Host names served besides the listener's own (`--web-host`; the hosts of `origins` are
+    /// served too).
+    pub hosts: Vec<String>,
 }
 
 /// The bound web listener.
@@ -73,6 +84,7 @@ pub struct WebConfig {
 pub struct WebGateway {
     listener: Listener,
     origins: OriginPolicy,
+    hosts: Arc<HostPolicy>,
     server: ServerOptions,
 }
 
@@ -94,6 +106,8 @@ struct ConnInfo {
     sessions: TaskTracker,
     /// Cancelled if the connection handler is dropped (the drain ran out): sessions stop too.
     gone: CancellationToken,
+    /// The connection's write deadline (`--write-timeout`), moved back once it is a WebSocket.
+    write_timeout: WriteTimeout,
 }
 
 #[derive(Clone)]
@@ -106,6 +120,8 @@ impl WebGateway {
     /// Binds the web listener with the chat server's limits and TLS.
     pub async fn bind(config: WebConfig, server: &ServerOptions) -> Result<Self, NetError> {
         let listener = Listener::bind(&config.endpoint).await?;
+        let names = config.hosts.iter().map(String::as_str);
+        let hosts = HostPolicy::new(&listener.local_addr(), names.chain(config.origins.hosts()));
         let mut server = server.clone();
         // A plain-text refusal is only readable before a TLS handshake that never happened.
         server.busy_message = server
@@ -119,6 +135,7 @@ impl WebGateway {
         Ok(WebGateway {
             listener,
             origins: config.origins,
+            hosts: Arc::new(hosts),
             server,
         })
     }
@@ -142,7 +159,7 @@ impl WebGateway {
             origins: self.origins,
             tls: self.server.tls.is_some(),
         });
-        let router = routes();
+        let router = routes(self.hosts);
         net::serve(self.listener, self.server, shutdown, move |conn| {
             serve_conn(conn, router.clone(), web.clone())
         })
@@ -150,7 +167,7 @@ impl WebGateway {
     }
 }
 
-fn routes() -> Router<AppState> {
+fn routes(hosts: Arc<HostPolicy>) -> Router<AppState> {
     Router::new()
         .route(
             "/",
@@ -170,6 +187,34 @@ fn routes() -> Router<AppState> {
         )
         .route("/ws", get(websocket))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        // Outside every route and the fallback: no request for a foreign name gets anything.
+        .layer(middleware::from_fn_with_state(hosts, check_host))
+}
+
+/// Serves only requests whose `Host` names this listener (see [`host`]); 421 Misdirected Request
+/// otherwise, the status for "not a name this server answers to".
+async fn check_host(State(hosts): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
+    let mut values = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        return (StatusCode::BAD_REQUEST, "more than one Host header\n").into_response();
+    }
+    // An absolute-form target (`GET http://host/ HTTP/1.1`) names the host itself, and then the
+    // Host header is to be ignored (RFC 9112, 3.2.2).
+    let host = match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => first.map(|v| v.to_str().unwrap_or("\u{FFFD}")),
+    };
+    if let Err(refused) = hosts.check(host) {
+        tracing::info!(path = req.uri().path(), "request refused: {}", refused.0);
+        let mut res = (StatusCode::MISDIRECTED_REQUEST, format!("{}\n", refused.0)).into_response();
+        res.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        return res;
+    }
+    next.run(req).await
 }
 
 /// Serves one accepted connection with hyper until it closes, and then its WebSocket session.
@@ -180,12 +225,16 @@ async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
         shutdown,
         idle_timeout,
     } = conn;
+    // hyper waits on a full socket for as long as it takes: without a deadline, a client that
+    // pipelines requests and never reads the answers keeps its slot for ever.
+    let stream = WriteDeadline::new(stream, Some(web.settings.write_timeout));
     let info = Arc::new(ConnInfo {
         peer,
         shutdown: shutdown.clone(),
         idle_timeout,
         sessions: TaskTracker::new(),
         gone: CancellationToken::new(),
+        write_timeout: stream.timeout(),
     });
     let _gone = info.gone.clone().drop_guard();
     let service = TowerToHyperService::new(router.with_state(AppState {
@@ -267,6 +316,11 @@ async fn websocket(
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| async move {
             let _token = token;
+            // The session has the same write timeout, and when it fires it tells the client and
+            // the room why; the stream's own stays as a backstop, just after it.
+            let settings = &web.settings;
+            conn.write_timeout
+                .set(Some(settings.write_timeout + settings.flush_timeout));
             gateway::run(
                 socket,
                 web.hub.clone(),

@@ -98,6 +98,11 @@ impl OriginPolicy {
         Ok(OriginPolicy { extra })
     }
 
+    /// The hosts of the extra origins: a page served under such a name asks for it in `Host`.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.extra.iter().map(|o| o.host.as_str())
+    }
+
     /// Checks a handshake's `Origin` against its `Host` header. `tls` says which scheme the page
     /// itself was served over.
     pub fn check(
