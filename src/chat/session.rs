@@ -38,6 +38,8 @@ pub struct Session {
     outbox: Arc<Outbox>,
     /// `--rate`/`--burst`, shared with the other connections of the client's address.
     bucket: RateLimit,
+    /// Whether the client has been told it is being slowed down (once per episode).
+    slowed: bool,
 }
 
 /// A session dropped without [`Session::close`] (its task cut at the end of a drain, or a panic)
@@ -75,6 +77,7 @@ impl Session {
             negotiated: false,
             greeted: false,
             bucket: hub.line_limit(peer),
+            slowed: false,
             hub,
             cfg: cfg.clone(),
             outbox: outbox.clone(),
@@ -275,12 +278,27 @@ impl Session {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        if !self.bucket.try_take() {
-            self.error(&format!(
-                "slow down: at most {} lines per second (bursts of {}); that line was not sent",
-                self.cfg.rate, self.cfg.burst
-            ));
-            return Ok(None);
+        if self.bucket.try_take() {
+            self.slowed = false;
+        } else {
+            // IRC's fakelag: the line waits for its token, and so does the reader behind it, so
+            // nothing the client sent is lost and nothing more is read meanwhile.
+            if !std::mem::replace(&mut self.slowed, true) {
+                self.reply(
+                    "slowed",
+                    &format!(
+                        "slowing down: at most {} lines per second (bursts of {}); your lines are delayed, not lost",
+                        self.cfg.rate, self.cfg.burst
+                    ),
+                    None,
+                );
+            }
+            let ended = self.outbox.ended().clone();
+            tokio::select! {
+                _ = self.bucket.take() => {}
+                // Dropped meanwhile (it stopped reading its output): nothing left to do.
+                _ = ended.cancelled() => return Ok(None),
+            }
         }
         match Command::parse(&text) {
             Command::Say(t) => self.say(Kind::Message, t).await?,

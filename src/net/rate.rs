@@ -53,6 +53,16 @@ impl TokenBucket {
         }
     }
 
+    /// How long until a token is available (zero if one is now).
+    pub fn wait_time(&mut self) -> std::time::Duration {
+        if self.rate <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        self.refill(Instant::now());
+        let missing = (1.0 - self.tokens).max(0.0);
+        std::time::Duration::from_secs_f64(missing / self.rate)
+    }
+
     /// Whether the bucket has refilled completely (or has no limit): forgetting it then loses
     /// nothing, since a new bucket would start the same.
     pub fn is_full(&mut self) -> bool {
@@ -104,9 +114,32 @@ pub enum RateLimit {
 impl RateLimit {
     /// Takes a token if one is available.
     pub fn try_take(&mut self) -> bool {
+        self.with(TokenBucket::try_take)
+    }
+
+    /// Takes a token, waiting for one if need be (the caller stops reading meanwhile, so the
+    /// client is slowed by TCP's own backpressure and nothing it sent is lost).
+    pub async fn take(&mut self) {
+        loop {
+            let wait = self.with(|b| {
+                if b.try_take() {
+                    std::time::Duration::ZERO
+                } else {
+                    b.wait_time()
+                }
+            });
+            if wait.is_zero() {
+                return;
+            }
+            // Connections of one address race for its tokens: sleep, then try again.
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn with<T>(&mut self, f: impl FnOnce(&mut TokenBucket) -> T) -> T {
         match self {
-            RateLimit::Own(b) => b.try_take(),
-            RateLimit::Shared(b) => b.lock().try_take(),
+            RateLimit::Own(b) => f(b),
+            RateLimit::Shared(b) => f(&mut b.lock()),
         }
     }
 }
@@ -155,6 +188,17 @@ mod tests {
         assert!(b.is_full());
         let mut off = TokenBucket::new(0.0, 1);
         assert!((0..100).all(|_| off.try_take()));
+    }
+
+    #[tokio::test]
+    async fn take_waits_for_the_next_token() {
+        let mut limit = RateLimit::Own(TokenBucket::new(20.0, 1));
+        limit.take().await;
+        let start = Instant::now();
+        limit.take().await;
+        let waited = start.elapsed();
+        // One token every 50 ms: the second take waited for it (bounds loose for busy machines).
+        assert!(waited >= std::time::Duration::from_millis(40), "{waited:?}");
     }
 
     fn peer(s: &str) -> PeerAddr {

@@ -115,6 +115,8 @@ impl Pending {
     fn outcome(&self, msg: &Incoming, me: &Identity) -> Option<Outcome> {
         match msg {
             Incoming::Reply(r) if r.is_rate_limited() => Some(Outcome::RateLimited),
+            // The line is on its way, only later: keep waiting for it.
+            Incoming::Reply(r) if r.kind == ReplyKind::Slowed => None,
             Incoming::Reply(r) if r.kind == ReplyKind::Error => Some(Outcome::Refused),
             Incoming::Reply(r) => match &self.expect {
                 Expect::Bye if r.kind == ReplyKind::Bye => Some(Outcome::Delivered),
@@ -211,7 +213,9 @@ pub async fn run(
                     // Rate-limit refusals are retried, and the nick confirmation before the first
                     // join answers the hello: neither is news to the user.
                     let quiet = match &msg {
-                        Incoming::Reply(r) => r.is_rate_limited() || (r.kind == ReplyKind::Nick && !me.in_room),
+                        Incoming::Reply(r) => r.is_rate_limited()
+                            || r.kind == ReplyKind::Slowed
+                            || (r.kind == ReplyKind::Nick && !me.in_room),
                         Incoming::Event(_) => false,
                     };
                     let joined_before = me.in_room;

@@ -95,6 +95,8 @@ pub enum ReplyKind {
     Motd,
     Bye,
     Notice,
+    /// The server delays this client's lines (its rate limit): they will arrive, later.
+    Slowed,
     #[serde(other)]
     Other,
 }
