@@ -19,6 +19,7 @@
 //! ```
 
 mod access;
+mod datagram;
 mod endpoint;
 mod error;
 mod idle;
@@ -31,6 +32,10 @@ pub mod tls;
 mod udp;
 
 pub use access::AccessList;
+pub use datagram::{
+    source_problem, DatagramGuard, DatagramStats, ReplyLimits, Verdict, DEFAULT_REPLY_BURST,
+    DEFAULT_REPLY_RATE, DEFAULT_REPLY_SOURCES,
+};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use idle::IdleTimer;
