@@ -12,7 +12,7 @@ use sockit::relay::{
     DEFAULT_LISTEN,
 };
 
-use super::common::{parse_duration, ClientArgs, ServerArgs};
+use super::common::{parse_count, parse_duration, ClientArgs, ServerArgs};
 
 pub const CONNECT_EXAMPLES: &str = "Examples:
   sockit connect example.com:80              talk to a server (stdin -> socket -> stdout)
@@ -28,7 +28,8 @@ pub const LISTEN_EXAMPLES: &str = "Examples:
   sockit listen -k 9000                      many clients; stdin goes to all of them
   sockit listen -k -e cat 9000               a `cat` per connection: an echo server
   sockit listen -c 'echo hi from $NCAT_REMOTE_ADDR' 9000
-  sockit listen -u 9002                      UDP from any number of peers
+  sockit listen -u 9002                      UDP from the first peer only
+  sockit listen -k -u 9002                   UDP from any number of peers; stdin to the latest
   sockit listen --tls 9443                   TLS with a self-signed certificate (fingerprint printed)
 Default address: 127.0.0.1:31337 (ncat's port); a bare port listens on 127.0.0.1.";
 
@@ -96,6 +97,8 @@ impl RelayFlags {
             crlf: self.crlf,
             // A person at a terminal has nothing left to send once the peer is gone.
             peer_eof_ends: !command && std::io::stdin().is_terminal(),
+            // `listen` sets its own (--eof-grace); `connect` waits for its command.
+            eof_grace: None,
         }
     }
 
@@ -185,9 +188,25 @@ pub struct ListenArgs {
     pub addr: Option<String>,
 
     /// Keep listening after the first connection and serve many at once; stdin is broadcast to
-    /// every client
+    /// every client. With -u: take datagrams from any number of peers, stdin going to the one
+    /// heard from last (without -k only the first peer is heard; others are ignored, logged at -v)
     #[arg(short = 'k', long)]
     pub keep_open: bool,
+
+    /// With -e/-c: most commands running at once (ncat's default); one more connection is
+    /// refused, one more UDP peer's datagrams are dropped
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_PROCS, value_parser = parse_count)]
+    pub max_procs: usize,
+
+    /// With -u and -e/-c: end a peer's command after this long without datagrams either way
+    /// (0 = never)
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    pub session_idle: Duration,
+
+    /// With -e/-c: once the client has closed its side (its command's stdin then closes), end the
+    /// command if it sends nothing for this long; a command that answers keeps going
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub eof_grace: Duration,
 
     /// With -k and stdin broadcast: disconnect a client that keeps stdin waiting this long
     /// because it is not reading (the others wait meanwhile, so a piped file reaches all whole)
@@ -221,6 +240,9 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         udp: args.flags.udp,
         keep_open: args.keep_open,
         stall_limit: args.stall_timeout,
+        max_procs: args.max_procs,
+        session_idle: Some(args.session_idle).filter(|d| !d.is_zero()),
+        eof_grace: args.eof_grace,
         relay: args.flags.options(server.idle_timeout, command.is_some()),
         server,
     };

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
-use super::datagram::{command_options, listen_udp};
+use super::datagram::{command_options, listen_udp, UdpExecLimits};
 use super::exec::{self, ConnInfo, ExecSpec};
 use super::pump::{relay_stream, Sides};
 use super::{Attach, Ended, Local, RelayOptions};
@@ -23,13 +23,23 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:31337";
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
     pub endpoint: Endpoint,
-    /// UDP: datagrams from any number of peers.
+    /// UDP: datagrams from the first peer (from any number with `keep_open`).
     pub udp: bool,
     /// Serve connections until stopped, several at once (`-k`); otherwise serve one and return.
+    /// Over UDP: take datagrams from any number of peers, not only the first.
     pub keep_open: bool,
     /// `-k` broadcasting stdin: how long one client that is not reading may hold it back before
     /// it is disconnected ([`super::DEFAULT_STALL_LIMIT`]).
     pub stall_limit: Duration,
+    /// With a command: most commands running at once ([`super::DEFAULT_MAX_PROCS`]); further
+    /// connections are refused, further UDP peers' datagrams dropped.
+    pub max_procs: usize,
+    /// `-u` with a command: a peer's command ends after this long without datagrams
+    /// ([`super::DEFAULT_SESSION_IDLE`]); `None`: never.
+    pub session_idle: Option<Duration>,
+    /// With a command: after the client has closed its side, the command is ended once it has
+    /// been silent this long ([`super::DEFAULT_EOF_GRACE`]).
+    pub eof_grace: Duration,
     /// Limits, allow/deny and TLS. `idle_timeout` here also ends idle relays.
     pub server: ServerOptions,
     pub relay: RelayOptions,
@@ -66,15 +76,25 @@ impl RelayServer {
         let RelayServer { socket, config } = self;
         let mut relay = config.relay.clone();
         relay.idle_timeout = relay.idle_timeout.or(config.server.idle_timeout);
+        relay.eof_grace = Some(config.eof_grace);
         match socket {
             ServerSocket::Datagram(udp) => {
                 let access = Arc::new(config.server.access.clone());
-                let max = config.server.max_conns;
-                listen_udp(udp, access, attach, &relay, max, &shutdown).await
+                let limits = UdpExecLimits {
+                    max_procs: config.max_procs.min(config.server.max_conns),
+                    session_idle: config.session_idle,
+                };
+                let many = config.keep_open;
+                listen_udp(udp, access, attach, &relay, many, &limits, &shutdown).await
             }
             ServerSocket::Stream(listener) if config.keep_open => {
                 let limit = config.stall_limit;
-                serve_many(listener, config.server, relay, limit, attach, shutdown).await;
+                let mut server = config.server;
+                if matches!(attach, Attach::Exec(_)) {
+                    // A connection is a process here: the connection limit is the process limit.
+                    server.max_conns = server.max_conns.min(config.max_procs.max(1));
+                }
+                serve_many(listener, server, relay, limit, attach, shutdown).await;
                 Ok(Ended::Finished)
             }
             ServerSocket::Stream(listener) => {

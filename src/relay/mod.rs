@@ -43,6 +43,20 @@ pub const DATAGRAM_CHUNK: usize = 8 * 1024;
 /// How long a UDP relay keeps receiving after the end of its input when no idle timeout is set.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);
 
+/// `listen` with `-e`/`-c`: commands running at once, by default (ncat's default `--max-conns`
+/// when it runs a command).
+pub const DEFAULT_MAX_PROCS: usize = 100;
+
+/// `listen -u` with a command: a peer's command ends after this long without datagrams either way,
+/// by default. UDP has no close, so without it every peer ever heard from would keep a process.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(60);
+
+/// `listen` with a command: once the client has closed its side, how long the command may stay
+/// silent before it is ended, by default. A client's close and its half-close look the same
+/// (a FIN), so a command that answers after the end of its input (`tr`, `sort`) must get the
+/// chance to; one that never will (`sleep 600`) must not outlive its client.
+pub const DEFAULT_EOF_GRACE: Duration = Duration::from_secs(10);
+
 /// How the bytes of one connection flow; the flags are ncat's.
 #[derive(Debug, Clone, Default)]
 pub struct RelayOptions {
@@ -60,6 +74,10 @@ pub struct RelayOptions {
     /// End as soon as the peer closes, without waiting for the end of the input. The CLI sets this
     /// when stdin is a terminal: a person is typing, and nothing is left to deliver.
     pub peer_eof_ends: bool,
+    /// With a command: once the peer has closed its side, end the relay (and so the command) when
+    /// the command has sent nothing for this long. `None` waits for the command however long it
+    /// takes. `listen` sets it ([`DEFAULT_EOF_GRACE`]).
+    pub eof_grace: Option<Duration>,
 }
 
 /// What a connection is attached to on this side.

@@ -141,6 +141,8 @@ pub(crate) async fn relay_stream(
                     match r {
                         Ok(RecvEnd::PeerClosed) => {
                             peer_closed = true;
+                            // The grace time for a command counts from here.
+                            activity.touch();
                             tracing::debug!(%peer, "peer closed its side");
                             if opts.recv_only || opts.peer_eof_ends {
                                 break Ok(Ended::Finished);
@@ -152,6 +154,13 @@ pub(crate) async fn relay_stream(
                 }
                 _ = &mut idle => {
                     break Err(idle_error(peer, opts.idle_timeout.unwrap_or_default()));
+                }
+                // A closed client and a half-closed one look the same; a command that has said
+                // nothing for the grace time since is not answering it, and must not run for ever
+                // for a client that has gone.
+                _ = activity.idle_for(opts.eof_grace), if command && peer_closed && opts.eof_grace.is_some() => {
+                    tracing::debug!(%peer, grace = ?opts.eof_grace, "peer closed and the command is silent; ending it");
+                    break Ok(Ended::Finished);
                 }
                 _ = stop.cancelled() => break Ok(Ended::Interrupted),
             }
