@@ -238,8 +238,8 @@ fn keep_open_broadcasts_stdin_and_collects_every_client() {
     }
 }
 
-/// `-k`: a client that stops reading holds the broadcast back for a bounded time only
-/// (`--stall-timeout`), then is disconnected; the other client receives every byte, in order.
+/// `-k`: a client that stops reading is disconnected once it has taken nothing of what waits for
+/// it for `--stall-timeout`; the other client receives every byte, in order.
 #[test]
 fn keep_open_disconnects_a_client_that_stops_reading() {
     let (mut server, addr) = listen(&["-k", "--stall-timeout", "1500ms", "-v"], "127.0.0.1:0");
@@ -268,8 +268,10 @@ fn keep_open_disconnects_a_client_that_stops_reading() {
     feeder.join().unwrap();
     assert_eq!(got.len(), data.len());
     assert_eq!(sha256(&got), sha256(&data));
-    // The stalled client was cut off: what it can still read ends (EOF or reset), well short of
-    // everything.
+    // The stalled client, with data waiting that it takes none of, is cut off after the stall
+    // limit (the fast one did not wait for it meanwhile); what it can still read ends (EOF or
+    // reset), well short of everything.
+    server.wait_stderr("not reading; disconnected");
     stalled.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut rest = Vec::new();
     let _ = (&stalled).read_to_end(&mut rest);
@@ -942,6 +944,7 @@ async fn library_relays_between_listen_and_connect() {
         udp: false,
         keep_open: false,
         stall_limit: relay::DEFAULT_STALL_LIMIT,
+        sendq: relay::DEFAULT_SENDQ,
         max_procs: relay::DEFAULT_MAX_PROCS,
         session_idle: Some(relay::DEFAULT_SESSION_IDLE),
         eof_grace: relay::DEFAULT_EOF_GRACE,
@@ -1137,4 +1140,63 @@ fn keep_open_exec_half_close_answer_after_a_pause() {
     let mut out = Vec::new();
     c.read_to_end(&mut out).unwrap();
     assert_eq!(out, b"1\n2\n3\n4\n");
+}
+
+/// `-k` broadcast: one client that never reads must not hold the others back. With a stall limit
+/// of an hour only its own queue bound (`--sendq`) can cut it; three readers receive every byte of
+/// a 20 MB stream, and the non-reader is disconnected, not waited for.
+#[test]
+fn keep_open_non_reader_is_dropped_without_holding_back_the_readers() {
+    let (mut server, addr) = listen(
+        &["-k", "--stall-timeout", "1h", "--sendq", "1M"],
+        "127.0.0.1:0",
+    );
+    let mut sin = server.child.stdin.take().unwrap();
+    let mut out = server.child.stdout.take().unwrap();
+    let idle = client(&addr);
+    let readers: Vec<_> = (0..3).map(|_| client(&addr)).collect();
+    // All four are members before the data flows: each one's first byte has reached stdout.
+    (&idle).write_all(b"n").unwrap();
+    for (i, r) in readers.iter().enumerate() {
+        let mut w = r;
+        w.write_all(format!("{i}").as_bytes()).unwrap();
+    }
+    let mut seen = Vec::new();
+    while !(contains(&seen, b"n") && [b"0", b"1", b"2"].iter().all(|d| contains(&seen, *d))) {
+        let mut buf = [0u8; 16];
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "server stdout closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let data = random_bytes(20 * 1024 * 1024, 21);
+    let feed = data.clone();
+    let feeder = thread::spawn(move || {
+        sin.write_all(&feed).unwrap();
+        // The end of stdin half-closes the readers once they have everything.
+    });
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got)
+                    .expect("a reader was held back (or cut)");
+                got
+            })
+        })
+        .collect();
+    for h in handles {
+        let got = h.join().unwrap();
+        assert_eq!(got.len(), data.len());
+        assert_eq!(sha256(&got), sha256(&data));
+    }
+    feeder.join().unwrap();
+    // The non-reader was cut: what it can still read ends (EOF or reset) short of everything.
+    let mut rest = Vec::new();
+    let _ = (&idle).read_to_end(&mut rest);
+    assert!(rest.len() < data.len(), "the non-reader got everything");
+    let log = server.stderr();
+    assert!(log.contains("fell too far behind"), "{log}");
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success(), "{}", server.stderr());
 }

@@ -70,6 +70,32 @@ pub struct RelayFlags {
     pub crlf: bool,
 }
 
+/// Parses `65536`, `64K`, `16M`, `1G` (powers of 1024), at least 1.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: usize = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?} is not a size (try 65536, 64K, 16M)")),
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a size of at least 1 byte (try 64K, 16M)"
+        )),
+    }
+}
+
 fn parse_exec(text: &str) -> Result<ExecSpec, String> {
     ExecSpec::split(text).ok_or_else(|| "the command is empty".to_string())
 }
@@ -208,10 +234,16 @@ pub struct ListenArgs {
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub eof_grace: Duration,
 
-    /// With -k and stdin broadcast: disconnect a client that keeps stdin waiting this long
-    /// because it is not reading (the others wait meanwhile, so a piped file reaches all whole)
+    /// With -k and stdin broadcast: disconnect a client that has data waiting and takes none of
+    /// it for this long (also a lone client that stopped reading)
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+
+    /// With -k and stdin broadcast: how much of stdin may wait for one client while the others go
+    /// on; once that is full the client is disconnected if it is not reading (took nothing for
+    /// 250ms), and waited for while it still reads. Bytes, or with K/M/G
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub sendq: usize,
 
     #[command(flatten)]
     pub flags: RelayFlags,
@@ -240,6 +272,7 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         udp: args.flags.udp,
         keep_open: args.keep_open,
         stall_limit: args.stall_timeout,
+        sendq: args.sendq,
         max_procs: args.max_procs,
         session_idle: Some(args.session_idle).filter(|d| !d.is_zero()),
         eof_grace: args.eof_grace,

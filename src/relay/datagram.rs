@@ -66,7 +66,7 @@ pub(crate) async fn connect_udp(
             flushed,
         }) => (
             Sides {
-                input,
+                input: input.into(),
                 output,
                 command: false,
             },

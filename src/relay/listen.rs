@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::Broker;
 use super::datagram::{command_options, listen_udp, UdpExecLimits};
 use super::exec::{self, ConnInfo, ExecSpec};
-use super::pump::{relay_stream, Sides};
+use super::pump::{relay_stream, Input, Sides};
 use super::{Attach, Ended, Local, RelayOptions};
 use crate::net::{self, Conn, Endpoint, LocalAddr, NetError, ServerOptions, ServerSocket};
 
@@ -40,6 +40,9 @@ pub struct ListenConfig {
     /// With a command: after the client has closed its side, the command is ended once it has
     /// been silent this long ([`super::DEFAULT_EOF_GRACE`]).
     pub eof_grace: Duration,
+    /// `-k` broadcasting stdin: how many bytes may wait for one client before it is disconnected
+    /// for falling behind the others ([`super::DEFAULT_SENDQ`]).
+    pub sendq: usize,
     /// Limits, allow/deny and TLS. `idle_timeout` here also ends idle relays.
     pub server: ServerOptions,
     pub relay: RelayOptions,
@@ -88,7 +91,7 @@ impl RelayServer {
                 listen_udp(udp, access, attach, &relay, many, &limits, &shutdown).await
             }
             ServerSocket::Stream(listener) if config.keep_open => {
-                let limit = config.stall_limit;
+                let limit = (config.stall_limit, config.sendq);
                 let mut server = config.server;
                 if matches!(attach, Attach::Exec(_)) {
                     // A connection is a process here: the connection limit is the process limit.
@@ -127,7 +130,7 @@ async fn serve_one(
         }) => (
             Some(flushed),
             Slot::Io(Mutex::new(Some(Sides {
-                input,
+                input: input.into(),
                 output,
                 command: false,
             }))),
@@ -193,7 +196,7 @@ async fn serve_many(
     listener: net::Listener,
     server: ServerOptions,
     relay: RelayOptions,
-    stall_limit: Duration,
+    (stall_limit, sendq): (Duration, usize),
     attach: Attach,
     shutdown: CancellationToken,
 ) {
@@ -218,7 +221,7 @@ async fn serve_many(
             output,
             flushed,
         }) => {
-            let broker = Arc::new(Broker::new(stall_limit));
+            let broker = Arc::new(Broker::new(stall_limit, sendq));
             if !relay.recv_only {
                 tokio::spawn(broker.clone().run(input));
             }
@@ -248,12 +251,12 @@ async fn broker_conn(
     tracing::info!(%peer, "connected");
     // Cancelled by the server's shutdown, or by the broker when this client stops reading.
     let stop = conn.shutdown.child_token();
-    let (input, _member) = if relay.recv_only {
+    let (input, _member): (Input, _) = if relay.recv_only {
         // Never read; not a member, so stdin is not held back for it.
-        (mpsc::channel(1).1, None)
+        (mpsc::channel(1).1.into(), None)
     } else {
         let (input, member) = broker.join(peer.clone(), stop.clone());
-        (input, Some(member))
+        (input.into(), Some(member))
     };
     let sides = Sides {
         input,

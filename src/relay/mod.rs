@@ -9,8 +9,11 @@
 //!   socket itself, and is killed and reaped with its process group when the connection ends
 //!   (ncat issue #2843);
 //! - `listen -k` serves many clients at once, prints what each sends and broadcasts stdin to all of
-//!   them without letting one slow client stall the others or the accept loop;
-//! - `listen -u` takes datagrams from any number of peers (ncat: one).
+//!   them, each through its own bounded queue, so a client that does not read is dropped instead of
+//!   stalling the others or the accept loop;
+//! - with a command, at most `--max-procs` run at once, and a command whose client has closed is
+//!   ended once it has been silent for `--eof-grace`;
+//! - `listen -u` locks onto its first peer, as ncat does (`-k`: any number of peers).
 //!
 //! Layout: [`Local`] is the local side as two channels of byte chunks (`local`), `pump` relays one
 //! stream, `datagram` relays UDP, `exec` runs commands, `broker` fans stdin out to many clients,
@@ -27,7 +30,7 @@ mod pump;
 
 use std::time::Duration;
 
-pub use broker::DEFAULT_STALL_LIMIT;
+pub use broker::{DEFAULT_SENDQ, DEFAULT_STALL_LIMIT};
 pub use connect::{connect, ConnectConfig};
 pub use exec::ExecSpec;
 pub use listen::{ListenConfig, RelayServer, DEFAULT_LISTEN};
