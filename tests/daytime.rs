@@ -142,3 +142,53 @@ fn bad_format_is_a_usage_error() {
         assert!(msg.contains(bad), "does not name the format: {msg:?}");
     }
 }
+
+#[path = "relay_util/forge.rs"]
+mod forge;
+
+/// A forged datagram whose source is daytime -u's own address is not answered (answering it
+/// would send the time to itself, which it would answer again, for ever), and a source port below
+/// 1024 (here 37, the time service, which would answer back) is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_forged_loop_sources_are_not_answered() {
+    use sockit::daytime::{DaytimeConfig, DaytimeServer};
+    use std::net::{SocketAddr, SocketAddrV4};
+    use std::time::Instant;
+    if !forge::can_forge() {
+        eprintln!("skipped: forging a source address needs a raw socket (root)");
+        return;
+    }
+    let server = DaytimeServer::bind(DaytimeConfig {
+        endpoint: "127.0.0.1:0".parse().unwrap(),
+        udp: true,
+        format: DEFAULT_FORMAT.into(),
+        utc: true,
+        server: sockit::net::ServerOptions::default(),
+    })
+    .await
+    .unwrap();
+    let stats = server.datagram_stats();
+    let addr = match server.local_addr().inet().unwrap() {
+        SocketAddr::V4(a) => a,
+        other => panic!("not IPv4: {other}"),
+    };
+    tokio::spawn(server.run(tokio_util::sync::CancellationToken::new()));
+    let time_service = SocketAddrV4::new(*addr.ip(), 37);
+    tokio::task::spawn_blocking(move || {
+        forge::forge_udp(addr, addr, "loop?");
+        forge::forge_udp(time_service, addr, "loop?");
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.refused() + stats.replied() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged datagrams never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stats.replied(), 0, "a loop source was answered");
+    assert_eq!(stats.refused(), 2);
+}

@@ -487,3 +487,268 @@ fn tls_with_cert_files_verified_by_s_client() {
         );
     }
 }
+
+// ---- UDP: forged sources and reply limits ----
+
+#[path = "relay_util/forge.rs"]
+mod forge;
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+
+async fn udp_echo(limits: sockit::net::ReplyLimits) -> (SocketAddrV4, sockit::echo::EchoStats) {
+    use sockit::echo::{EchoConfig, EchoServer, Transport};
+    let server = EchoServer::bind(EchoConfig {
+        endpoint: "127.0.0.1:0".parse().unwrap(),
+        transport: Transport::Datagram,
+        upper: false,
+        server: sockit::net::ServerOptions::default(),
+    })
+    .await
+    .unwrap()
+    .with_reply_limits(limits);
+    let addr = match server.local_addr().inet().unwrap() {
+        SocketAddr::V4(a) => a,
+        other => panic!("not IPv4: {other}"),
+    };
+    let stats = server.stats();
+    // Runs for the rest of the test (the runtime ends with it).
+    tokio::spawn(server.run(tokio_util::sync::CancellationToken::new()));
+    (addr, stats)
+}
+
+/// Waits until `count` has not moved for `still`, within a bound; returns its value.
+async fn settled(count: impl Fn() -> u64, still: Duration) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = count();
+    loop {
+        tokio::time::sleep(still).await;
+        let now = count();
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still counting after 20 s: {now} (a loop)"
+        );
+        last = now;
+    }
+}
+
+/// One forged datagram whose source is the server's own address must not start it answering
+/// itself for ever: it is not answered at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_forged_own_source_is_not_answered() {
+    if !forge::can_forge() {
+        eprintln!("skipped: forging a source address needs a raw socket (root)");
+        return;
+    }
+    let (addr, stats) = udp_echo(Default::default()).await;
+    tokio::task::spawn_blocking(move || forge::forge_udp(addr, addr, "loop?"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.datagrams().refused() + stats.datagrams().replied() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged datagram never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let replied = settled(|| stats.datagrams().replied(), Duration::from_millis(300)).await;
+    assert_eq!(replied, 0, "the server answered itself");
+}
+
+/// One forged datagram from daytime -u's address to echo -u's: the two would ping-pong for ever.
+/// Neither port is on the refused list (both are ephemeral), so what ends it is the per-source
+/// reply limit: echo answers at most a burst, then drops one, and with one datagram in flight
+/// that is the end of the loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_forged_loop_between_daytime_and_echo_dies() {
+    use sockit::daytime::{DaytimeConfig, DaytimeServer, DEFAULT_FORMAT};
+    if !forge::can_forge() {
+        eprintln!("skipped: forging a source address needs a raw socket (root)");
+        return;
+    }
+    let limits = sockit::net::ReplyLimits::default();
+    let (echo, echo_stats) = udp_echo(limits).await;
+    let daytime = DaytimeServer::bind(DaytimeConfig {
+        endpoint: "127.0.0.1:0".parse().unwrap(),
+        udp: true,
+        format: DEFAULT_FORMAT.into(),
+        utc: true,
+        server: sockit::net::ServerOptions::default(),
+    })
+    .await
+    .unwrap()
+    .with_reply_limits(limits);
+    let day_stats = daytime.datagram_stats();
+    let day = match daytime.local_addr().inet().unwrap() {
+        SocketAddr::V4(a) => a,
+        other => panic!("not IPv4: {other}"),
+    };
+    tokio::spawn(daytime.run(tokio_util::sync::CancellationToken::new()));
+
+    tokio::task::spawn_blocking(move || forge::forge_udp(day, echo, "what time is it?"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echo_stats.datagrams().replied() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged datagram never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let echoed = settled(
+        || echo_stats.datagrams().replied(),
+        Duration::from_millis(500),
+    )
+    .await;
+    let timed = day_stats.replied();
+    let bound = u64::from(limits.burst) + 10;
+    assert!(
+        echoed <= bound,
+        "echo answered {echoed} times (bound {bound})"
+    );
+    assert!(
+        timed <= bound,
+        "daytime answered {timed} times (bound {bound})"
+    );
+    assert!(
+        echo_stats.datagrams().limited() + day_stats.limited() >= 1,
+        "the loop ended without the limiter"
+    );
+}
+
+/// A client sending 1000 datagrams as fast as it can gets no more back than its bucket allows
+/// (`--reply-burst` plus `--reply-rate` per second of the exchange), and a client from another
+/// address is still answered meanwhile.
+#[test]
+fn udp_replies_are_rate_limited_per_source() {
+    let server = Server::start(&[
+        "echo",
+        "-u",
+        "--reply-rate",
+        "20",
+        "--reply-burst",
+        "10",
+        "127.0.0.1:0",
+    ]);
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..1000 {
+        flood
+            .send_to(format!("{i}").as_bytes(), server.addr())
+            .unwrap();
+    }
+    let mut got = 0u64;
+    let mut buf = [0u8; 64];
+    while flood.recv(&mut buf).is_ok() {
+        got += 1;
+        assert!(got <= 1000, "more replies than datagrams");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bound = 10 + (20.0 * secs).ceil() as u64 + 1;
+    assert!(got >= 1, "no reply at all");
+    assert!(got <= bound, "{got} replies in {secs:.2} s (bound {bound})");
+
+    // Another address (127.0.0.2 is loopback too) has its own bucket.
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.set_read_timeout(Some(LIMIT)).unwrap();
+    other.send_to(b"me too", server.addr()).unwrap();
+    let n = other
+        .recv(&mut buf)
+        .expect("the other client was not answered");
+    assert_eq!(&buf[..n], b"me too");
+}
+
+/// After a bulk transfer a connection's read buffer has grown to 1 MiB; once the connection is
+/// quiet it goes back to the small first buffer (else 10,000 idle connections would hold 10 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_buffer_shrinks_when_the_connection_goes_quiet() {
+    use sockit::echo::{EchoConfig, EchoServer, Transport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CLIENTS: usize = 4;
+    const BULK: usize = 8 << 20;
+    let server = EchoServer::bind(EchoConfig {
+        endpoint: "127.0.0.1:0".parse().unwrap(),
+        transport: Transport::Stream,
+        upper: false,
+        server: sockit::net::ServerOptions::default(),
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().inet().unwrap();
+    let stats = server.stats();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(server.run(shutdown.clone()));
+
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let (stats, peak) = (stats.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(stats.buffer_bytes(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 256 * 1024];
+            for _ in 0..BULK / chunk.len() {
+                wr.write_all(&chunk).await.unwrap();
+            }
+            wr // kept open: the connection stays, quiet
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 256 * 1024];
+        let reading = async {
+            while got < BULK {
+                let n = rd.read(&mut buf).await.unwrap();
+                assert!(n > 0, "server closed early");
+                got += n;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), reading)
+            .await
+            .expect("bulk echo did not finish");
+        conns.push((rd, writer.await.unwrap()));
+    }
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        peak >= 1 << 20,
+        "the buffers never grew (peak {peak} bytes)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let held = stats.buffer_bytes();
+        if held <= CLIENTS * 4096 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{CLIENTS} quiet connections still hold {held} bytes of buffer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still working after the shrink (and the buffer can grow again).
+    let (rd, wr) = &mut conns[0];
+    wr.write_all(b"still there").await.unwrap();
+    let mut buf = [0u8; 11];
+    rd.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still there");
+    drop(conns);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("server did not stop")
+        .unwrap();
+}

@@ -238,8 +238,8 @@ fn keep_open_broadcasts_stdin_and_collects_every_client() {
     }
 }
 
-/// `-k`: a client that stops reading holds the broadcast back for a bounded time only
-/// (`--stall-timeout`), then is disconnected; the other client receives every byte, in order.
+/// `-k`: a client that stops reading is disconnected once it has taken nothing of what waits for
+/// it for `--stall-timeout`; the other client receives every byte, in order.
 #[test]
 fn keep_open_disconnects_a_client_that_stops_reading() {
     let (mut server, addr) = listen(&["-k", "--stall-timeout", "1500ms", "-v"], "127.0.0.1:0");
@@ -268,8 +268,10 @@ fn keep_open_disconnects_a_client_that_stops_reading() {
     feeder.join().unwrap();
     assert_eq!(got.len(), data.len());
     assert_eq!(sha256(&got), sha256(&data));
-    // The stalled client was cut off: what it can still read ends (EOF or reset), well short of
-    // everything.
+    // The stalled client, with data waiting that it takes none of, is cut off after the stall
+    // limit (the fast one did not wait for it meanwhile); what it can still read ends (EOF or
+    // reset), well short of everything.
+    server.wait_stderr("not reading; disconnected");
     stalled.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut rest = Vec::new();
     let _ = (&stalled).read_to_end(&mut rest);
@@ -560,10 +562,10 @@ fn udp_connect_interoperates_with_nc() {
     assert!(client.wait_exit(PATIENCE).success(), "{}", client.stderr());
 }
 
-/// UDP listen: datagrams from several peers are printed; stdin goes to the latest peer.
+/// UDP listen -k: datagrams from several peers are printed; stdin goes to the latest peer.
 #[test]
 fn udp_listen_takes_many_peers_and_answers_the_latest() {
-    let (mut server, addr) = listen(&["-u"], "127.0.0.1:0");
+    let (mut server, addr) = listen(&["-u", "-k"], "127.0.0.1:0");
     let mut sin = server.child.stdin.take().unwrap();
     let mut sout = server.child.stdout.take().unwrap();
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -942,6 +944,10 @@ async fn library_relays_between_listen_and_connect() {
         udp: false,
         keep_open: false,
         stall_limit: relay::DEFAULT_STALL_LIMIT,
+        sendq: relay::DEFAULT_SENDQ,
+        max_procs: relay::DEFAULT_MAX_PROCS,
+        session_idle: Some(relay::DEFAULT_SESSION_IDLE),
+        eof_grace: relay::DEFAULT_EOF_GRACE,
         server: ServerOptions::default(),
         relay: RelayOptions::default(),
     })
@@ -979,4 +985,218 @@ async fn library_relays_between_listen_and_connect() {
     got.clear();
     server_read.read_to_end(&mut got).await.unwrap();
     assert_eq!(got, b"from the client");
+}
+
+/// `listen -u` without -k locks onto its first peer (as ncat does): a stranger's datagrams are
+/// not printed and do not redirect stdin to the stranger; they are logged at -v.
+#[test]
+fn udp_listen_locks_onto_its_first_peer() {
+    let (mut server, addr) = listen(&["-u", "-v"], "127.0.0.1:0");
+    let mut sin = server.child.stdin.take().unwrap();
+    let mut sout = server.child.stdout.take().unwrap();
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&first, &stranger] {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    first.send_to(b"from first\n", &addr).unwrap();
+    assert_eq!(read_until(&mut sout, b"from first\n"), b"from first\n");
+    stranger.send_to(b"from stranger\n", &addr).unwrap();
+    server.wait_stderr("ignored");
+    first.send_to(b"first again\n", &addr).unwrap();
+    // Only the first peer's bytes reach stdout.
+    assert_eq!(read_until(&mut sout, b"first again\n"), b"first again\n");
+    sin.write_all(b"reply\n").unwrap();
+    let mut buf = [0u8; 100];
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    let n = first.recv(&mut buf).expect("the first peer gets stdin");
+    assert_eq!(&buf[..n], b"reply\n");
+    assert!(stranger.recv(&mut buf).is_err(), "the stranger got stdin");
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success(), "{}", server.stderr());
+}
+
+/// `listen -u -e cat`: 200 source addresses would start 200 processes; by default at most 100
+/// (`--max-procs`) run at once, and the others' datagrams are dropped.
+#[test]
+fn udp_listen_exec_caps_processes() {
+    let (server, addr) = listen(&["-u", "-e", "cat"], "127.0.0.1:0");
+    let peers: Vec<UdpSocket> = (0..200)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for p in &peers {
+        p.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        p.send_to(b"hi\n", &addr).unwrap();
+    }
+    // Wait until the number of commands stops changing (bounded), then count.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut last = usize::MAX;
+    let alive = loop {
+        thread::sleep(Duration::from_millis(500));
+        let now = descendants(server.pid()).len();
+        if now == last || std::time::Instant::now() > deadline {
+            break now;
+        }
+        last = now;
+    };
+    assert!(alive <= 100, "{alive} commands running (cap 100)");
+    assert!(alive >= 90, "only {alive} commands started");
+    let mut buf = [0u8; 16];
+    let answered = peers
+        .iter()
+        .filter(|p| p.recv(&mut buf).is_ok())
+        .take(5)
+        .count();
+    assert_eq!(answered, 5, "the peers within the cap were not answered");
+}
+
+/// `listen -u -c CMD`: a peer that goes quiet has its command ended after `--session-idle`, and
+/// the process is gone.
+#[test]
+fn udp_listen_exec_session_ends_when_idle() {
+    let (server, addr) = listen(
+        &["-u", "--session-idle", "1s", "-c", "echo $$; exec cat"],
+        "127.0.0.1:0",
+    );
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    peer.send_to(b"x", &addr).unwrap();
+    let mut buf = [0u8; 64];
+    let n = peer.recv(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let pid: i32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {text:?}"));
+    assert!(!is_dead(pid));
+    wait_dead(pid, Duration::from_secs(10));
+    assert!(descendants(server.pid()).is_empty());
+    // The server lives on: a new datagram starts a new command.
+    peer.send_to(b"y", &addr).unwrap();
+    let n = peer.recv(&mut buf).unwrap();
+    assert!(n > 0);
+}
+
+/// `listen -k -e`: one connection is one process, so `--max-procs` caps connections too; the
+/// client beyond it is refused (closed at once) and the others are served.
+#[test]
+fn keep_open_exec_caps_processes() {
+    let (_server, addr) = listen(&["-k", "-e", "cat", "--max-procs", "3"], "127.0.0.1:0");
+    let mut served: Vec<_> = (0..3).map(|_| client(&addr)).collect();
+    for (i, c) in served.iter_mut().enumerate() {
+        let msg = format!("client {i}\n");
+        c.write_all(msg.as_bytes()).unwrap();
+        assert_eq!(read_until(c, msg.as_bytes()), msg.as_bytes());
+    }
+    let mut extra = client(&addr);
+    let _ = extra.write_all(b"one too many\n");
+    let mut rest = Vec::new();
+    let _ = extra.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the fourth client was served: {rest:?}");
+}
+
+/// `listen -k -c 'sleep 600'`: a client that connects and closes leaves nothing running once the
+/// command has been silent for `--eof-grace` after the close.
+#[test]
+fn keep_open_exec_ends_commands_of_clients_that_left() {
+    let (server, addr) = listen(
+        &["-k", "--eof-grace", "300ms", "-c", "sleep 600"],
+        "127.0.0.1:0",
+    );
+    for _ in 0..20 {
+        let c = client(&addr);
+        drop(c);
+    }
+    wait_descendants_at_most(server.pid(), 0, Duration::from_secs(15));
+    // Half-close still works: a command that answers after the end of its input does so.
+    let mut c = client(&addr);
+    c.write_all(b"x").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+/// The grace time counts silence, not time: a command that answers well after its client's
+/// half-close (longer than the grace) still gets its answer through, as long as it keeps talking.
+#[test]
+fn keep_open_exec_half_close_answer_after_a_pause() {
+    let (_server, addr) = listen(
+        &[
+            "-k",
+            "--eof-grace",
+            "1s",
+            "-c",
+            "cat >/dev/null; for i in 1 2 3 4; do sleep 0.4; echo $i; done",
+        ],
+        "127.0.0.1:0",
+    );
+    let mut c = client(&addr);
+    c.write_all(b"request").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"1\n2\n3\n4\n");
+}
+
+/// `-k` broadcast: one client that never reads must not hold the others back. With a stall limit
+/// of an hour only its own queue bound (`--sendq`) can cut it; three readers receive every byte of
+/// a 20 MB stream, and the non-reader is disconnected, not waited for.
+#[test]
+fn keep_open_non_reader_is_dropped_without_holding_back_the_readers() {
+    let (mut server, addr) = listen(
+        &["-k", "--stall-timeout", "1h", "--sendq", "1M"],
+        "127.0.0.1:0",
+    );
+    let mut sin = server.child.stdin.take().unwrap();
+    let mut out = server.child.stdout.take().unwrap();
+    let idle = client(&addr);
+    let readers: Vec<_> = (0..3).map(|_| client(&addr)).collect();
+    // All four are members before the data flows: each one's first byte has reached stdout.
+    (&idle).write_all(b"n").unwrap();
+    for (i, r) in readers.iter().enumerate() {
+        let mut w = r;
+        w.write_all(format!("{i}").as_bytes()).unwrap();
+    }
+    let mut seen = Vec::new();
+    while !(contains(&seen, b"n") && [b"0", b"1", b"2"].iter().all(|d| contains(&seen, *d))) {
+        let mut buf = [0u8; 16];
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "server stdout closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let data = random_bytes(20 * 1024 * 1024, 21);
+    let feed = data.clone();
+    let feeder = thread::spawn(move || {
+        sin.write_all(&feed).unwrap();
+        // The end of stdin half-closes the readers once they have everything.
+    });
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got)
+                    .expect("a reader was held back (or cut)");
+                got
+            })
+        })
+        .collect();
+    for h in handles {
+        let got = h.join().unwrap();
+        assert_eq!(got.len(), data.len());
+        assert_eq!(sha256(&got), sha256(&data));
+    }
+    feeder.join().unwrap();
+    // The non-reader was cut: what it can still read ends (EOF or reset) short of everything.
+    let mut rest = Vec::new();
+    let _ = (&idle).read_to_end(&mut rest);
+    assert!(rest.len() < data.len(), "the non-reader got everything");
+    let log = server.stderr();
+    assert!(log.contains("fell too far behind"), "{log}");
+    server.terminate();
+    assert!(server.wait_exit(PATIENCE).success(), "{}", server.stderr());
 }

@@ -8,6 +8,7 @@ use sockit::daytime::{
 use sockit::net::{self, Endpoint};
 
 use super::common::{parse_endpoint, ServerArgs};
+use super::echo::ReplyArgs;
 
 pub const EXAMPLES: &str = "Examples:
   sockit daytime                   TCP on 127.0.0.1:9999
@@ -34,6 +35,9 @@ pub struct DaytimeArgs {
     pub format: String,
 
     #[command(flatten)]
+    pub replies: ReplyArgs,
+
+    #[command(flatten)]
     pub server: ServerArgs,
 }
 
@@ -55,7 +59,9 @@ pub async fn run(args: DaytimeArgs) -> Result<()> {
     };
     let what = if config.udp { "udp" } else { "tcp" };
     let shutdown = net::on_signals()?;
-    let server = DaytimeServer::bind(config).await?;
+    let server = DaytimeServer::bind(config)
+        .await?
+        .with_reply_limits(args.replies.limits());
     super::announce("daytime", &server.local_addr(), what);
     server.run(shutdown).await;
     Ok(())

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use sockit::echo::{EchoConfig, EchoServer, Transport, DEFAULT_TCP, DEFAULT_UDP};
-use sockit::net::{self, Endpoint};
+use sockit::net::{self, Endpoint, ReplyLimits, DEFAULT_REPLY_SOURCES};
 
 use super::common::{parse_endpoint, ServerArgs};
 
@@ -31,7 +31,36 @@ pub struct EchoArgs {
     pub upper: bool,
 
     #[command(flatten)]
+    pub replies: ReplyArgs,
+
+    #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// How many UDP replies a source address gets (echo -u, daytime -u). Datagrams from sources that
+/// could make a loop (this server's own port, ports below 1024, broadcast/multicast) are never
+/// answered, whatever these say.
+#[derive(Debug, Args, Clone)]
+pub struct ReplyArgs {
+    /// UDP: replies per second to one source address, so a forged source cannot turn the server
+    /// into a loop or a reflector (0 = no limit); datagrams from this server's own port, ports
+    /// below 1024, broadcast or multicast sources are never answered
+    #[arg(long, value_name = "N", default_value_t = net::DEFAULT_REPLY_RATE)]
+    pub reply_rate: u32,
+
+    /// UDP: replies one source address may get at once before --reply-rate applies
+    #[arg(long, value_name = "N", default_value_t = net::DEFAULT_REPLY_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reply_burst: u32,
+}
+
+impl ReplyArgs {
+    pub fn limits(&self) -> ReplyLimits {
+        ReplyLimits {
+            rate: self.reply_rate,
+            burst: self.reply_burst,
+            max_sources: DEFAULT_REPLY_SOURCES,
+        }
+    }
 }
 
 pub async fn run(args: EchoArgs) -> Result<()> {
@@ -58,7 +87,9 @@ pub async fn run(args: EchoArgs) -> Result<()> {
         _ => "tcp",
     };
     let shutdown = net::on_signals()?;
-    let server = EchoServer::bind(config).await?;
+    let server = EchoServer::bind(config)
+        .await?
+        .with_reply_limits(args.replies.limits());
     super::announce("echo", &server.local_addr(), what);
     server.run(shutdown).await;
     Ok(())

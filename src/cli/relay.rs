@@ -12,7 +12,7 @@ use sockit::relay::{
     DEFAULT_LISTEN,
 };
 
-use super::common::{parse_duration, ClientArgs, ServerArgs};
+use super::common::{parse_count, parse_duration, ClientArgs, ServerArgs};
 
 pub const CONNECT_EXAMPLES: &str = "Examples:
   sockit connect example.com:80              talk to a server (stdin -> socket -> stdout)
@@ -28,7 +28,8 @@ pub const LISTEN_EXAMPLES: &str = "Examples:
   sockit listen -k 9000                      many clients; stdin goes to all of them
   sockit listen -k -e cat 9000               a `cat` per connection: an echo server
   sockit listen -c 'echo hi from $NCAT_REMOTE_ADDR' 9000
-  sockit listen -u 9002                      UDP from any number of peers
+  sockit listen -u 9002                      UDP from the first peer only
+  sockit listen -k -u 9002                   UDP from any number of peers; stdin to the latest
   sockit listen --tls 9443                   TLS with a self-signed certificate (fingerprint printed)
 Default address: 127.0.0.1:31337 (ncat's port); a bare port listens on 127.0.0.1.";
 
@@ -69,6 +70,32 @@ pub struct RelayFlags {
     pub crlf: bool,
 }
 
+/// Parses `65536`, `64K`, `16M`, `1G` (powers of 1024), at least 1.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: usize = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?} is not a size (try 65536, 64K, 16M)")),
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a size of at least 1 byte (try 64K, 16M)"
+        )),
+    }
+}
+
 fn parse_exec(text: &str) -> Result<ExecSpec, String> {
     ExecSpec::split(text).ok_or_else(|| "the command is empty".to_string())
 }
@@ -96,6 +123,8 @@ impl RelayFlags {
             crlf: self.crlf,
             // A person at a terminal has nothing left to send once the peer is gone.
             peer_eof_ends: !command && std::io::stdin().is_terminal(),
+            // `listen` sets its own (--eof-grace); `connect` waits for its command.
+            eof_grace: None,
         }
     }
 
@@ -185,14 +214,36 @@ pub struct ListenArgs {
     pub addr: Option<String>,
 
     /// Keep listening after the first connection and serve many at once; stdin is broadcast to
-    /// every client
+    /// every client. With -u: take datagrams from any number of peers, stdin going to the one
+    /// heard from last (without -k only the first peer is heard; others are ignored, logged at -v)
     #[arg(short = 'k', long)]
     pub keep_open: bool,
 
-    /// With -k and stdin broadcast: disconnect a client that keeps stdin waiting this long
-    /// because it is not reading (the others wait meanwhile, so a piped file reaches all whole)
+    /// With -e/-c: most commands running at once (ncat's default); one more connection is
+    /// refused, one more UDP peer's datagrams are dropped
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_PROCS, value_parser = parse_count)]
+    pub max_procs: usize,
+
+    /// With -u and -e/-c: end a peer's command after this long without datagrams either way
+    /// (0 = never)
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    pub session_idle: Duration,
+
+    /// With -e/-c: once the client has closed its side (its command's stdin then closes), end the
+    /// command if it sends nothing for this long; a command that answers keeps going
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub eof_grace: Duration,
+
+    /// With -k and stdin broadcast: disconnect a client that has data waiting and takes none of
+    /// it for this long (also a lone client that stopped reading)
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+
+    /// With -k and stdin broadcast: how much of stdin may wait for one client while the others go
+    /// on; once that is full the client is disconnected if it is not reading (took nothing for
+    /// 250ms), and waited for while it still reads. Bytes, or with K/M/G
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub sendq: usize,
 
     #[command(flatten)]
     pub flags: RelayFlags,
@@ -221,6 +272,10 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         udp: args.flags.udp,
         keep_open: args.keep_open,
         stall_limit: args.stall_timeout,
+        sendq: args.sendq,
+        max_procs: args.max_procs,
+        session_idle: Some(args.session_idle).filter(|d| !d.is_zero()),
+        eof_grace: args.eof_grace,
         relay: args.flags.options(server.idle_timeout, command.is_some()),
         server,
     };

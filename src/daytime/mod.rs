@@ -1,5 +1,6 @@
 //! `sockit daytime`: the RFC 867 time service. Over TCP the server sends the time and closes; over
-//! UDP it answers any datagram with the time.
+//! UDP it answers any datagram with the time, behind the net layer's [`DatagramGuard`] (no answer
+//! to sources that could make a loop, and a reply rate per source address).
 
 use std::sync::Arc;
 
@@ -7,7 +8,10 @@ use chrono::{Local, Utc};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::{self, Conn, Endpoint, LocalAddr, NetError, ServerOptions, ServerSocket};
+use crate::net::{
+    self, Conn, DatagramGuard, DatagramStats, Endpoint, LocalAddr, NetError, ReplyLimits,
+    ServerOptions, ServerSocket,
+};
 
 /// Default address: the tutorials' time server (RFC 867's port 13 needs root).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9999";
@@ -35,6 +39,8 @@ pub struct DaytimeServer {
     socket: ServerSocket,
     clock: Arc<Clock>,
     server: ServerOptions,
+    replies: ReplyLimits,
+    datagrams: Arc<DatagramStats>,
 }
 
 #[derive(Debug)]
@@ -78,7 +84,21 @@ impl DaytimeServer {
                 utc: config.utc,
             }),
             server: config.server,
+            replies: ReplyLimits::default(),
+            datagrams: Arc::default(),
         })
+    }
+
+    /// How many replies each source address may get over UDP ([`ReplyLimits::default`] unless
+    /// set).
+    pub fn with_reply_limits(mut self, limits: ReplyLimits) -> Self {
+        self.replies = limits;
+        self
+    }
+
+    /// The UDP guard's counters (replies sent, sources refused, replies rate-limited).
+    pub fn datagram_stats(&self) -> Arc<DatagramStats> {
+        self.datagrams.clone()
     }
 
     /// The bound address.
@@ -98,6 +118,10 @@ impl DaytimeServer {
             }
             ServerSocket::Datagram(socket) => {
                 let access = self.server.access;
+                let local = socket
+                    .local_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                let mut guard = DatagramGuard::new(local, self.replies).with_stats(self.datagrams);
                 let mut buf = vec![0u8; 2048];
                 loop {
                     let peer = tokio::select! {
@@ -110,7 +134,7 @@ impl DaytimeServer {
                             }
                         },
                     };
-                    if !access.permits(peer.ip()) {
+                    if !access.permits(peer.ip()) || !guard.admit(peer) {
                         continue;
                     }
                     if let Err(e) = socket.send_to(clock.line().as_bytes(), peer).await {

@@ -1,16 +1,21 @@
 //! `sockit echo`: sends every byte back, over TCP, TLS, Unix streams or UDP datagrams, optionally
-//! upper-cased (as the tutorials' asyncio echo server does).
+//! upper-cased (as the tutorials' asyncio echo server does). Datagrams are answered behind the net
+//! layer's [`DatagramGuard`]: no answer to sources that could make a loop, and a reply rate per
+//! source address.
 
 mod upper;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::{
-    self, Conn, Endpoint, IdleTimer, LocalAddr, NetError, ServerOptions, ServerSocket,
+    self, Conn, DatagramGuard, DatagramStats, Endpoint, IdleTimer, LocalAddr, NetError,
+    ReplyLimits, ServerOptions, ServerSocket,
 };
 pub use upper::Upcaser;
 
@@ -24,8 +29,15 @@ pub const DEFAULT_UDP: &str = "127.0.0.1:9002";
 const FIRST_BUF: usize = 4 * 1024;
 /// 1 MiB: on one loopback stream (bench/echo.sh) it echoes ~17 % more than 256 KiB did (median of
 /// 8 runs: 2.8 vs 2.4 GB/s, 0.62 vs 0.53 of iperf3 one-way) with ~20 % less server CPU per byte.
-/// The price is the worst case: a connection that keeps filling its buffer holds 1 MiB.
+/// The price is the worst case: a connection that keeps filling its buffer holds 1 MiB, so a
+/// buffer that grew is given back once the connection has been quiet for [`BUF_QUIET`].
 const MAX_BUF: usize = 1024 * 1024;
+
+/// How long a connection with a grown buffer may sit without data before the buffer shrinks back
+/// to [`FIRST_BUF`]. Not at the first read that would block: a bulk stream often waits a moment
+/// for its sender, and regrowing to 1 MiB costs eight full reads. Without this, 10,000 connections
+/// idle after a bulk transfer each would hold 1 MiB (10 GB).
+const BUF_QUIET: Duration = Duration::from_secs(1);
 
 /// Largest UDP payload (IPv4 limit); a bigger buffer would never fill.
 const MAX_DATAGRAM: usize = 65_507;
@@ -56,6 +68,72 @@ pub struct EchoServer {
     socket: ServerSocket,
     upper: bool,
     server: ServerOptions,
+    replies: ReplyLimits,
+    stats: EchoStats,
+}
+
+/// What a running echo server holds and has decided, readable from outside (tests, embedders).
+#[derive(Debug, Clone, Default)]
+pub struct EchoStats {
+    inner: Arc<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    buffered: AtomicUsize,
+    datagrams: Arc<DatagramStats>,
+}
+
+impl EchoStats {
+    /// Bytes of read buffer held by the stream connections now.
+    pub fn buffer_bytes(&self) -> usize {
+        self.inner.buffered.load(Ordering::Relaxed)
+    }
+
+    /// The datagram guard's counters (replies sent, sources refused, replies rate-limited).
+    pub fn datagrams(&self) -> &DatagramStats {
+        &self.inner.datagrams
+    }
+}
+
+/// A stream connection's read buffer, counted in [`EchoStats::buffer_bytes`].
+struct ConnBuf {
+    buf: Vec<u8>,
+    stats: EchoStats,
+}
+
+impl ConnBuf {
+    fn new(stats: EchoStats) -> Self {
+        stats.inner.buffered.fetch_add(FIRST_BUF, Ordering::Relaxed);
+        ConnBuf {
+            buf: vec![0u8; FIRST_BUF],
+            stats,
+        }
+    }
+
+    fn resize(&mut self, len: usize) {
+        let old = self.buf.capacity();
+        self.buf.resize(len, 0);
+        self.buf.shrink_to_fit();
+        let new = self.buf.capacity();
+        let gauge = &self.stats.inner.buffered;
+        if new >= old {
+            gauge.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
+    fn is_grown(&self) -> bool {
+        self.buf.len() > FIRST_BUF
+    }
+}
+
+impl Drop for ConnBuf {
+    fn drop(&mut self) {
+        let held = self.buf.capacity();
+        self.stats.inner.buffered.fetch_sub(held, Ordering::Relaxed);
+    }
 }
 
 impl EchoServer {
@@ -67,7 +145,21 @@ impl EchoServer {
             socket,
             upper: config.upper,
             server: config.server,
+            replies: ReplyLimits::default(),
+            stats: EchoStats::default(),
         })
+    }
+
+    /// How many replies each source address may get over UDP ([`ReplyLimits::default`] unless
+    /// set).
+    pub fn with_reply_limits(mut self, limits: ReplyLimits) -> Self {
+        self.replies = limits;
+        self
+    }
+
+    /// The server's counters; valid before and while it runs.
+    pub fn stats(&self) -> EchoStats {
+        self.stats.clone()
     }
 
     /// The bound address (port 0 resolved).
@@ -78,50 +170,75 @@ impl EchoServer {
     /// Serves until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) {
         let upper = self.upper;
+        let stats = self.stats;
         match self.socket {
             ServerSocket::Stream(listener) => {
                 net::serve(listener, self.server, shutdown, move |conn| {
-                    echo_stream(conn, upper)
+                    echo_stream(conn, upper, stats.clone())
                 })
                 .await
             }
             ServerSocket::Datagram(socket) => {
-                echo_datagrams(socket, upper, Arc::new(self.server.access), shutdown).await
+                let local = socket
+                    .local_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                let guard = DatagramGuard::new(local, self.replies)
+                    .with_stats(stats.inner.datagrams.clone());
+                echo_datagrams(socket, upper, &self.server.access, guard, shutdown).await
             }
         }
     }
 }
 
 /// The stream data path: read what is there, write it back, until EOF, idle, or shutdown.
-async fn echo_stream(mut conn: Conn, upper: bool) {
-    let mut buf = vec![0u8; FIRST_BUF];
+async fn echo_stream(mut conn: Conn, upper: bool, stats: EchoStats) {
+    let mut buf = ConnBuf::new(stats);
     let mut idle = IdleTimer::new(conn.idle_timeout);
+    // Armed only while the buffer is grown; re-armed lazily, so a bulk stream pays a timestamp per
+    // read, not a timer update.
+    let mut quiet = IdleTimer::new(Some(BUF_QUIET));
     let mut upcaser = upper.then(Upcaser::default);
     // Pinned once: a fresh `cancelled()` future per read would take the token's lock every time.
     let stop = conn.shutdown.clone();
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    enum Step {
+        Read(std::io::Result<usize>),
+        Quiet,
+        Stop,
+    }
     loop {
-        let n = tokio::select! {
+        let grown = buf.is_grown();
+        let step = tokio::select! {
             biased;
-            r = conn.stream.read(&mut buf) => match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(peer = %conn.peer, error = %e, "read failed");
-                    break;
-                }
-            },
+            r = conn.stream.read(&mut buf.buf) => Step::Read(r),
+            // Reads are cancel-safe: nothing is lost by giving up this one to shrink the buffer.
+            _ = &mut quiet, if grown => Step::Quiet,
             _ = &mut idle => {
                 tracing::debug!(peer = %conn.peer, "idle timeout");
+                Step::Stop
+            }
+            _ = &mut stopped => Step::Stop,
+        };
+        let n = match step {
+            Step::Read(Ok(0)) | Step::Stop => break,
+            Step::Read(Ok(n)) => n,
+            Step::Read(Err(e)) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "read failed");
                 break;
             }
-            _ = &mut stopped => break,
+            Step::Quiet => {
+                buf.resize(FIRST_BUF);
+                continue;
+            }
         };
         idle.touch();
+        if grown {
+            quiet.touch();
+        }
         let out: &[u8] = match &mut upcaser {
-            Some(u) => u.apply(&buf[..n]),
-            None => &buf[..n],
+            Some(u) => u.apply(&buf.buf[..n]),
+            None => &buf.buf[..n],
         };
         // A client that sends but never reads would block this write forever; the idle timer and
         // the shutdown signal bound it.
@@ -134,8 +251,10 @@ async fn echo_stream(mut conn: Conn, upper: bool) {
         if !written {
             break;
         }
-        if n == buf.len() && buf.len() < MAX_BUF {
-            buf.resize(buf.len() * 2, 0);
+        if n == buf.buf.len() && buf.buf.len() < MAX_BUF {
+            let len = buf.buf.len() * 2;
+            buf.resize(len);
+            quiet.touch();
         }
     }
     if let Some(u) = &mut upcaser {
@@ -147,11 +266,13 @@ async fn echo_stream(mut conn: Conn, upper: bool) {
     let _ = conn.stream.shutdown().await;
 }
 
-/// The datagram path: answer every datagram to its sender. One socket serves any number of peers.
+/// The datagram path: answer every datagram to its sender, as the guard allows. One socket serves
+/// any number of peers.
 async fn echo_datagrams(
     socket: UdpSocket,
     upper: bool,
-    access: Arc<net::AccessList>,
+    access: &net::AccessList,
+    mut guard: DatagramGuard,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -171,6 +292,9 @@ async fn echo_datagrams(
         };
         if !access.permits(peer.ip()) {
             tracing::info!(%peer, "datagram refused by allow/deny rules");
+            continue;
+        }
+        if !guard.admit(peer) {
             continue;
         }
         let reply: std::borrow::Cow<'_, [u8]> = if upper {

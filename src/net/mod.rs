@@ -20,6 +20,7 @@
 
 mod access;
 mod admit;
+mod datagram;
 mod deadline;
 mod endpoint;
 mod error;
@@ -28,6 +29,7 @@ mod listener;
 mod peer;
 mod rate;
 mod rlimit;
+mod sendq;
 mod server;
 mod shutdown;
 mod stream;
@@ -36,6 +38,10 @@ mod udp;
 
 pub use access::{AccessList, IpList};
 pub use admit::{AddrLimits, Admitted, ConnSlots, Refusal};
+pub use datagram::{
+    source_problem, DatagramGuard, DatagramStats, ReplyLimits, Verdict, DEFAULT_REPLY_BURST,
+    DEFAULT_REPLY_RATE, DEFAULT_REPLY_SOURCES,
+};
 pub use deadline::{WriteDeadline, WriteTimeout};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
@@ -44,6 +50,7 @@ pub use listener::Listener;
 pub use peer::{canonical_addr, canonical_ip, AddrEntry, AddrKey, AddrTable};
 pub use rate::{AddrBuckets, RateLimit, TokenBucket};
 pub use rlimit::raise_fd_limit;
+pub use sendq::{send_queue, PushError, SendQueue, SendQueueReader};
 pub use server::{serve, Conn, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};
 pub use stream::{connect, ConnectOptions, Stream};

@@ -19,17 +19,23 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket. A `rate` of 0 disables the limit.
     pub fn new(rate: f64, burst: u32) -> Self {
+        Self::new_at(rate, burst, Instant::now())
+    }
+
+    /// [`new`](Self::new) with the clock read by the caller (one reading for many buckets, or a
+    /// clock a test moves).
+    pub fn new_at(rate: f64, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate,
             burst,
             tokens: burst,
-            last: Instant::now(),
+            last: now,
         }
     }
 
     fn refill(&mut self, now: Instant) {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
     }
@@ -37,6 +43,20 @@ impl TokenBucket {
     /// Takes a token if one is available.
     pub fn try_take(&mut self) -> bool {
         self.try_take_n(1.0)
+    }
+
+    /// [`try_take`](Self::try_take) at `now`.
+    pub fn try_take_at(&mut self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Takes `n` tokens if that many are available.
@@ -66,10 +86,15 @@ impl TokenBucket {
     /// Whether the bucket has refilled completely (or has no limit): forgetting it then loses
     /// nothing, since a new bucket would start the same.
     pub fn is_full(&mut self) -> bool {
+        self.is_full_at(Instant::now())
+    }
+
+    /// [`is_full`](Self::is_full) at `now`.
+    pub fn is_full_at(&mut self, now: Instant) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
-        self.refill(Instant::now());
+        self.refill(now);
         self.tokens >= self.burst
     }
 }

@@ -49,7 +49,7 @@ pub async fn connect(
             flushed,
         }) => {
             let sides = Sides {
-                input,
+                input: input.into(),
                 output,
                 command: false,
             };

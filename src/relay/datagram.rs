@@ -1,7 +1,8 @@
 //! UDP relays. `connect -u` sends each chunk of input as a datagram to one peer and prints what
 //! comes back; after the end of the input it keeps receiving until the peer has been quiet for the
-//! idle time. `listen -u` takes datagrams from any number of peers (ncat: one), prints them and
-//! sends stdin to the peer heard from last — or, with a command, runs one command per peer.
+//! idle time. `listen -u` takes datagrams from its first peer only (as ncat), or with `-k` from
+//! any number of peers, sending stdin to the one heard from last; with a command it runs one
+//! command per peer, at most `--max-procs` at once, each ended after `--session-idle` of quiet.
 
 use std::collections::HashMap;
 use std::io;
@@ -65,7 +66,7 @@ pub(crate) async fn connect_udp(
             flushed,
         }) => (
             Sides {
-                input,
+                input: input.into(),
                 output,
                 command: false,
             },
@@ -178,14 +179,15 @@ pub(crate) fn command_options(opts: &RelayOptions) -> RelayOptions {
     }
 }
 
-/// `listen -u`: serves datagrams from any number of peers until `stop`, or until nothing has
-/// arrived for the idle timeout.
+/// `listen -u`: serves datagrams until `stop`, or until nothing has arrived for the idle timeout.
+/// With stdin/stdout, from its first peer only, or with `many` (`-k`) from any number of peers.
 pub(crate) async fn listen_udp(
     socket: UdpSocket,
     access: Arc<AccessList>,
     attach: Attach,
     opts: &RelayOptions,
-    max_peers: usize,
+    many: bool,
+    exec: &UdpExecLimits,
     stop: &CancellationToken,
 ) -> Result<Ended, NetError> {
     match attach {
@@ -195,22 +197,26 @@ pub(crate) async fn listen_udp(
                 output,
                 flushed,
             } = local;
-            listen_stdio(&socket, &access, input, output, opts, stop).await;
+            listen_stdio(&socket, &access, input, output, opts, many, stop).await;
             flushed.wait().await;
         }
         Attach::Exec(spec) => {
-            listen_exec(Arc::new(socket), &access, &spec, opts, max_peers, stop).await;
+            listen_exec(Arc::new(socket), &access, &spec, opts, exec, stop).await;
         }
     }
     Ok(Ended::Finished)
 }
 
+/// Without `many` the first peer is the only one (as ncat locks onto it): a datagram from anyone
+/// else could otherwise redirect what the operator types to a stranger. With `many` stdin goes to
+/// the peer heard from last.
 async fn listen_stdio(
     socket: &UdpSocket,
     access: &AccessList,
     mut input: mpsc::Receiver<Bytes>,
     output: mpsc::Sender<Bytes>,
     opts: &RelayOptions,
+    many: bool,
     stop: &CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -237,11 +243,22 @@ async fn listen_stdio(
                         tracing::info!(%peer, "datagram refused by allow/deny rules");
                         continue;
                     }
-                    activity.touch();
-                    if latest != Some(peer) {
-                        tracing::info!(%peer, "datagrams from a new peer; stdin now goes there");
-                        latest = Some(peer);
+                    match latest {
+                        Some(first) if !many && first != peer => {
+                            tracing::debug!(%peer, %first, "datagram from another peer ignored (-k takes many)");
+                            continue;
+                        }
+                        Some(last) if last == peer => {}
+                        _ if many => {
+                            tracing::info!(%peer, "datagrams from a new peer; stdin now goes there");
+                            latest = Some(peer);
+                        }
+                        _ => {
+                            tracing::info!(%peer, "first peer; datagrams from others are ignored");
+                            latest = Some(peer);
+                        }
                     }
+                    activity.touch();
                     if !opts.send_only && output.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                         break;
                     }
@@ -258,16 +275,32 @@ async fn listen_stdio(
     }
 }
 
+/// Bounds on `listen -u` with a command: a datagram from a new source address starts a process,
+/// so without them a spray of sources would leave a process each running for ever.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpExecLimits {
+    /// Commands (peers) at once; datagrams from further new peers are dropped.
+    pub max_procs: usize,
+    /// A peer's command ends after this long without datagrams either way (`-i`, if shorter,
+    /// wins). `None`: never.
+    pub session_idle: Option<Duration>,
+}
+
 /// One command per peer; its output goes back to that peer. A peer's session ends when its command
-/// ends, or after the idle timeout without datagrams either way.
+/// ends, or after the session idle time without datagrams either way.
 async fn listen_exec(
     socket: Arc<UdpSocket>,
     access: &AccessList,
     spec: &ExecSpec,
     opts: &RelayOptions,
-    max_peers: usize,
+    limits: &UdpExecLimits,
     stop: &CancellationToken,
 ) {
+    let max_peers = limits.max_procs;
+    let idle = match (opts.idle_timeout, limits.session_idle) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let local = socket.local_addr().ok();
     let mut sessions: HashMap<SocketAddr, (mpsc::Sender<Bytes>, Arc<Activity>)> = HashMap::new();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<SocketAddr>();
@@ -294,7 +327,8 @@ async fn listen_exec(
         }
         if !sessions.contains_key(&peer) {
             if sessions.len() >= max_peers {
-                tracing::warn!(%peer, max_peers, "datagram dropped: too many peers at once");
+                // Debug only: a spray of new sources would otherwise be a log line each.
+                tracing::debug!(%peer, max_peers, "datagram dropped: --max-procs commands running");
                 continue;
             }
             let info = ConnInfo {
@@ -317,7 +351,7 @@ async fn listen_exec(
                 peer,
                 session,
                 activity,
-                opts.idle_timeout,
+                idle,
                 stop.clone(),
                 ended_tx.clone(),
             ));

@@ -180,7 +180,7 @@ pub(crate) fn spawn(spec: &ExecSpec, info: &ConnInfo) -> Result<Session, NetErro
     tokio::spawn(write_input(stdin, in_rx));
     Ok(Session {
         sides: Sides {
-            input: out_rx,
+            input: out_rx.into(),
             output: in_tx,
             command: true,
         },

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
-use super::datagram::{command_options, listen_udp};
+use super::datagram::{command_options, listen_udp, UdpExecLimits};
 use super::exec::{self, ConnInfo, ExecSpec};
-use super::pump::{relay_stream, Sides};
+use super::pump::{relay_stream, Input, Sides};
 use super::{Attach, Ended, Local, RelayOptions};
 use crate::net::{self, Conn, Endpoint, LocalAddr, NetError, ServerOptions, ServerSocket};
 
@@ -23,13 +23,26 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:31337";
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
     pub endpoint: Endpoint,
-    /// UDP: datagrams from any number of peers.
+    /// UDP: datagrams from the first peer (from any number with `keep_open`).
     pub udp: bool,
     /// Serve connections until stopped, several at once (`-k`); otherwise serve one and return.
+    /// Over UDP: take datagrams from any number of peers, not only the first.
     pub keep_open: bool,
     /// `-k` broadcasting stdin: how long one client that is not reading may hold it back before
     /// it is disconnected ([`super::DEFAULT_STALL_LIMIT`]).
     pub stall_limit: Duration,
+    /// With a command: most commands running at once ([`super::DEFAULT_MAX_PROCS`]); further
+    /// connections are refused, further UDP peers' datagrams dropped.
+    pub max_procs: usize,
+    /// `-u` with a command: a peer's command ends after this long without datagrams
+    /// ([`super::DEFAULT_SESSION_IDLE`]); `None`: never.
+    pub session_idle: Option<Duration>,
+    /// With a command: after the client has closed its side, the command is ended once it has
+    /// been silent this long ([`super::DEFAULT_EOF_GRACE`]).
+    pub eof_grace: Duration,
+    /// `-k` broadcasting stdin: how many bytes may wait for one client before it is disconnected
+    /// for falling behind the others ([`super::DEFAULT_SENDQ`]).
+    pub sendq: usize,
     /// Limits, allow/deny and TLS. `idle_timeout` here also ends idle relays.
     pub server: ServerOptions,
     pub relay: RelayOptions,
@@ -66,15 +79,25 @@ impl RelayServer {
         let RelayServer { socket, config } = self;
         let mut relay = config.relay.clone();
         relay.idle_timeout = relay.idle_timeout.or(config.server.idle_timeout);
+        relay.eof_grace = Some(config.eof_grace);
         match socket {
             ServerSocket::Datagram(udp) => {
                 let access = Arc::new(config.server.access.clone());
-                let max = config.server.max_conns;
-                listen_udp(udp, access, attach, &relay, max, &shutdown).await
+                let limits = UdpExecLimits {
+                    max_procs: config.max_procs.min(config.server.max_conns),
+                    session_idle: config.session_idle,
+                };
+                let many = config.keep_open;
+                listen_udp(udp, access, attach, &relay, many, &limits, &shutdown).await
             }
             ServerSocket::Stream(listener) if config.keep_open => {
-                let limit = config.stall_limit;
-                serve_many(listener, config.server, relay, limit, attach, shutdown).await;
+                let limit = (config.stall_limit, config.sendq);
+                let mut server = config.server;
+                if matches!(attach, Attach::Exec(_)) {
+                    // A connection is a process here: the connection limit is the process limit.
+                    server.max_conns = server.max_conns.min(config.max_procs.max(1));
+                }
+                serve_many(listener, server, relay, limit, attach, shutdown).await;
                 Ok(Ended::Finished)
             }
             ServerSocket::Stream(listener) => {
@@ -107,7 +130,7 @@ async fn serve_one(
         }) => (
             Some(flushed),
             Slot::Io(Mutex::new(Some(Sides {
-                input,
+                input: input.into(),
                 output,
                 command: false,
             }))),
@@ -173,7 +196,7 @@ async fn serve_many(
     listener: net::Listener,
     server: ServerOptions,
     relay: RelayOptions,
-    stall_limit: Duration,
+    (stall_limit, sendq): (Duration, usize),
     attach: Attach,
     shutdown: CancellationToken,
 ) {
@@ -198,7 +221,7 @@ async fn serve_many(
             output,
             flushed,
         }) => {
-            let broker = Arc::new(Broker::new(stall_limit));
+            let broker = Arc::new(Broker::new(stall_limit, sendq));
             if !relay.recv_only {
                 tokio::spawn(broker.clone().run(input));
             }
@@ -228,12 +251,12 @@ async fn broker_conn(
     tracing::info!(%peer, "connected");
     // Cancelled by the server's shutdown, or by the broker when this client stops reading.
     let stop = conn.shutdown.child_token();
-    let (input, _member) = if relay.recv_only {
+    let (input, _member): (Input, _) = if relay.recv_only {
         // Never read; not a member, so stdin is not held back for it.
-        (mpsc::channel(1).1, None)
+        (mpsc::channel(1).1.into(), None)
     } else {
         let (input, member) = broker.join(peer.clone(), stop.clone());
-        (input, Some(member))
+        (input.into(), Some(member))
     };
     let sides = Sides {
         input,

@@ -9,8 +9,11 @@
 //!   socket itself, and is killed and reaped with its process group when the connection ends
 //!   (ncat issue #2843);
 //! - `listen -k` serves many clients at once, prints what each sends and broadcasts stdin to all of
-//!   them without letting one slow client stall the others or the accept loop;
-//! - `listen -u` takes datagrams from any number of peers (ncat: one).
+//!   them, each through its own bounded queue, so a client that does not read is dropped instead of
+//!   stalling the others or the accept loop;
+//! - with a command, at most `--max-procs` run at once, and a command whose client has closed is
+//!   ended once it has been silent for `--eof-grace`;
+//! - `listen -u` locks onto its first peer, as ncat does (`-k`: any number of peers).
 //!
 //! Layout: [`Local`] is the local side as two channels of byte chunks (`local`), `pump` relays one
 //! stream, `datagram` relays UDP, `exec` runs commands, `broker` fans stdin out to many clients,
@@ -27,7 +30,7 @@ mod pump;
 
 use std::time::Duration;
 
-pub use broker::DEFAULT_STALL_LIMIT;
+pub use broker::{DEFAULT_SENDQ, DEFAULT_STALL_LIMIT};
 pub use connect::{connect, ConnectConfig};
 pub use exec::ExecSpec;
 pub use listen::{ListenConfig, RelayServer, DEFAULT_LISTEN};
@@ -42,6 +45,20 @@ pub const DATAGRAM_CHUNK: usize = 8 * 1024;
 
 /// How long a UDP relay keeps receiving after the end of its input when no idle timeout is set.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);
+
+/// `listen` with `-e`/`-c`: commands running at once, by default (ncat's default `--max-conns`
+/// when it runs a command).
+pub const DEFAULT_MAX_PROCS: usize = 100;
+
+/// `listen -u` with a command: a peer's command ends after this long without datagrams either way,
+/// by default. UDP has no close, so without it every peer ever heard from would keep a process.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(60);
+
+/// `listen` with a command: once the client has closed its side, how long the command may stay
+/// silent before it is ended, by default. A client's close and its half-close look the same
+/// (a FIN), so a command that answers after the end of its input (`tr`, `sort`) must get the
+/// chance to; one that never will (`sleep 600`) must not outlive its client.
+pub const DEFAULT_EOF_GRACE: Duration = Duration::from_secs(10);
 
 /// How the bytes of one connection flow; the flags are ncat's.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +77,10 @@ pub struct RelayOptions {
     /// End as soon as the peer closes, without waiting for the end of the input. The CLI sets this
     /// when stdin is a terminal: a person is typing, and nothing is left to deliver.
     pub peer_eof_ends: bool,
+    /// With a command: once the peer has closed its side, end the relay (and so the command) when
+    /// the command has sent nothing for this long. `None` waits for the command however long it
+    /// takes. `listen` sets it ([`DEFAULT_EOF_GRACE`]).
+    pub eof_grace: Option<Duration>,
 }
 
 /// What a connection is attached to on this side.

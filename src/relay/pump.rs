@@ -14,18 +14,53 @@ use tokio_util::sync::CancellationToken;
 
 use super::crlf::Crlf;
 use super::{Ended, RelayOptions, CHUNK};
-use crate::net::{NetError, Stream};
+use crate::net::{NetError, SendQueueReader, Stream};
 
 /// The local side of one connection, as the pump sees it.
 pub(crate) struct Sides {
     /// Chunks to send; the channel's end is the end of the input.
-    pub input: mpsc::Receiver<Bytes>,
+    pub input: Input,
     /// Where received chunks go.
     pub output: mpsc::Sender<Bytes>,
     /// The local side is a command rather than a person or a pipe: when it stops taking input
     /// (it exited, or closed its stdin) the peer's data is read and dropped while the command's
     /// output still flows. For stdout, a closed output ends the relay, as SIGPIPE ends ncat.
     pub command: bool,
+}
+
+/// Where a relay's outgoing chunks come from: a channel (stdin, a command's output) or, for a
+/// `listen -k` client, its share of the broadcast.
+pub(crate) enum Input {
+    Channel(mpsc::Receiver<Bytes>),
+    Queue(SendQueueReader),
+}
+
+impl Input {
+    pub(crate) async fn recv(&mut self) -> Option<Bytes> {
+        match self {
+            Input::Channel(rx) => rx.recv().await,
+            Input::Queue(q) => q.recv().await,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Input::Channel(rx) => rx.is_empty(),
+            Input::Queue(q) => q.is_empty(),
+        }
+    }
+}
+
+impl From<SendQueueReader> for Input {
+    fn from(q: SendQueueReader) -> Self {
+        Input::Queue(q)
+    }
+}
+
+impl From<mpsc::Receiver<Bytes>> for Input {
+    fn from(rx: mpsc::Receiver<Bytes>) -> Self {
+        Input::Channel(rx)
+    }
 }
 
 /// Records when bytes last moved either way, for the idle timeout. Atomic because the two
@@ -141,6 +176,8 @@ pub(crate) async fn relay_stream(
                     match r {
                         Ok(RecvEnd::PeerClosed) => {
                             peer_closed = true;
+                            // The grace time for a command counts from here.
+                            activity.touch();
                             tracing::debug!(%peer, "peer closed its side");
                             if opts.recv_only || opts.peer_eof_ends {
                                 break Ok(Ended::Finished);
@@ -152,6 +189,13 @@ pub(crate) async fn relay_stream(
                 }
                 _ = &mut idle => {
                     break Err(idle_error(peer, opts.idle_timeout.unwrap_or_default()));
+                }
+                // A closed client and a half-closed one look the same; a command that has said
+                // nothing for the grace time since is not answering it, and must not run for ever
+                // for a client that has gone.
+                _ = activity.idle_for(opts.eof_grace), if command && peer_closed && opts.eof_grace.is_some() => {
+                    tracing::debug!(%peer, grace = ?opts.eof_grace, "peer closed and the command is silent; ending it");
+                    break Ok(Ended::Finished);
                 }
                 _ = stop.cancelled() => break Ok(Ended::Interrupted),
             }
@@ -167,7 +211,7 @@ pub(crate) async fn relay_stream(
 
 async fn send_half<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    input: &mut mpsc::Receiver<Bytes>,
+    input: &mut Input,
     shutdown: bool,
     crlf: bool,
     activity: &Activity,

@@ -287,3 +287,54 @@ pub fn wait_dead(pid: i32, limit: Duration) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Every live (not zombie) descendant of `pid`, from /proc.
+pub fn descendants(pid: u32) -> Vec<i32> {
+    let mut parent = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = rest.next().unwrap_or("");
+            let ppid = rest.next().and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
+            if state != "Z" && state != "X" {
+                parent.insert(p, ppid);
+            }
+        }
+    }
+    let mut found = vec![pid as i32];
+    let mut i = 0;
+    while i < found.len() {
+        let me = found[i];
+        found.extend(parent.iter().filter(|(_, pp)| **pp == me).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Waits until `pid` has no more than `max` live descendants, failing after `limit` with how many.
+pub fn wait_descendants_at_most(pid: u32, max: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n = descendants(pid).len();
+        if n <= max {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} processes under {pid} after {limit:?} (at most {max} expected)"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
