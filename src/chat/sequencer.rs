@@ -34,8 +34,14 @@ const MAX_COUNTED_ROOMS: usize = 10_000;
 /// How often commits are retried while the store is failing.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Bytes of unsaved messages kept for the retry; older ones are let go past this.
-const MAX_UNSAVED_BYTES: usize = 4 << 20;
+/// Bytes of unsaved messages kept for the retry (their texts and what holds them); older ones are
+/// let go past this.
+const MAX_UNSAVED_BYTES: usize = 8 << 20;
+
+/// What an unsaved message costs to keep.
+fn weight(e: &Event) -> usize {
+    std::mem::size_of::<Event>() + e.text.len() + e.nick.len()
+}
 
 /// The nick server notices are sent under.
 const SERVER_NICK: &str = "server";
@@ -328,7 +334,7 @@ impl Sequencer {
         }
         for p in batch.iter().filter(|p| p.event.kind.is_stored()) {
             let e = &p.event;
-            outage.unsaved_bytes += e.text.len() + e.nick.len();
+            outage.unsaved_bytes += weight(e);
             outage.unsaved.push_back(Event::at(
                 e.seq,
                 e.ts,
@@ -342,7 +348,7 @@ impl Sequencer {
                 let Some(old) = outage.unsaved.pop_front() else {
                     break;
                 };
-                outage.unsaved_bytes -= old.text.len() + old.nick.len();
+                outage.unsaved_bytes -= weight(&old);
                 outage.lost += 1;
             }
         }

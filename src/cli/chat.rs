@@ -346,7 +346,19 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     };
     let history = match &config.history {
         History::None => "no history".to_string(),
-        History::Sqlite { path, .. } => format!("history in {}", path.display()),
+        History::Sqlite {
+            path, retention, ..
+        } => {
+            let age = match retention.max_age {
+                Some(age) => format!("for {}", humantime::format_duration(age)),
+                None => "forever".into(),
+            };
+            let rows = match retention.max_rows {
+                Some(n) => format!("at most {n} messages per room"),
+                None => "all messages".into(),
+            };
+            format!("history in {} (kept {age}, {rows})", path.display())
+        }
     };
     let tls = config.server.tls.is_some();
     let shutdown = net::on_signals()?;
