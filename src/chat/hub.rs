@@ -4,10 +4,10 @@
 //! Sessions change membership and nicks directly (under a short `std::sync::Mutex`: no `.await`
 //! is ever held inside it, as in mini-redis's `Db`). Events to deliver go through the sequencer
 //! ([`super::sequencer`]), which orders and stores them and then calls [`Shared::deliver`], so every
-//! member sees a room's events in one order, and nothing is shown before it is committed.
+//! member sees a room's events in one order, and nothing is shown before it is committed (while
+//! the store cannot commit at all, on a full disk say, the sequencer delivers unsaved and says so).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
-use super::store::{self, StoreError};
+use super::store::{HistoryReader, StoreError};
 use crate::net::{AddrBuckets, AddrKey, IpList, PeerAddr, RateLimit};
 
 /// A connected client's id (never reused during a run).
@@ -205,7 +205,7 @@ const MAX_ROOMS_IN_MEMORY: usize = 1000;
 pub struct ChatHub {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
-    history: Option<PathBuf>,
+    history: Option<HistoryReader>,
     /// What is limited per client address.
     policy: Arc<AddrPolicy>,
 }
@@ -268,24 +268,24 @@ impl Shared {
         }
     }
 
-    /// Hands a sequenced batch to its recipients, in order. `stored` says whether the batch's
-    /// history entries were committed; if not, they are not shown and their senders are told.
-    pub fn deliver(&self, batch: impl Iterator<Item = Pending>, stored: bool) {
+    /// Forgets events stamped before `cutoff` (ms since the epoch) from every room's memory, as
+    /// retention deletes them from disk (`--history-max-age`).
+    pub fn expire(&self, cutoff: i64) {
+        let mut st = self.lock();
+        for r in st.rooms.values_mut() {
+            while r.recent.front().is_some_and(|e| e.ts < cutoff) {
+                r.recent.pop_front();
+            }
+        }
+    }
+
+    /// Hands a sequenced batch to its recipients, in order. The sequencer has committed its
+    /// history entries, or (disk full) told the rooms they are not being saved.
+    pub fn deliver(&self, batch: impl Iterator<Item = Pending>) {
         let mut st = self.lock();
         // Consecutive events for one room go to each member in one push (one lock, one wake-up).
         let mut run = Run::default();
         for p in batch {
-            if p.event.kind.is_stored() && !stored {
-                if let Some(origin) = p.origin {
-                    let f = origin.format();
-                    origin.push(OutItem::Raw(f.reply(
-                        "error",
-                        "your message could not be saved to history, so it was not sent",
-                        None,
-                    )));
-                }
-                continue;
-            }
             let event = Arc::new(p.event);
             match p.route {
                 Route::Direct(outboxes) => {
@@ -383,12 +383,12 @@ impl Run {
 }
 
 impl ChatHub {
-    /// A hub whose events go through `tx` to the sequencer. `history` is the SQLite file, for
+    /// A hub whose events go through `tx` to the sequencer. `history` reads the SQLite file, for
     /// `/history` requests beyond what is in memory. `policy` is what clients may do per address.
     pub fn new(
         shared: Arc<Shared>,
         tx: mpsc::Sender<Pending>,
-        history: Option<PathBuf>,
+        history: Option<HistoryReader>,
         policy: AddrPolicy,
     ) -> Self {
         ChatHub {
@@ -584,8 +584,14 @@ impl ChatHub {
     }
 
     /// The last `n` stored events of `room`: from memory when it holds enough, else from the
-    /// history file (read on a blocking thread, beside the writer).
-    pub async fn history(&self, room: &str, n: usize) -> Result<Vec<Arc<Event>>, StoreError> {
+    /// history file (by its reader, beside the writer), whose read stops once the texts pass
+    /// `max_bytes` (the most the reply may carry).
+    pub async fn history(
+        &self,
+        room: &str,
+        n: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
         let (in_memory, loaded): (Vec<Arc<Event>>, bool) = {
             let st = self.lock();
             st.rooms
@@ -593,20 +599,14 @@ impl ChatHub {
                 .map(|r| (r.recent.iter().cloned().collect(), r.loaded && !r.trimmed))
                 .unwrap_or_default()
         };
-        let Some(path) = self.history.clone() else {
+        let Some(reader) = &self.history else {
             return Ok(tail(in_memory, n));
         };
         if in_memory.len() >= n || (loaded && in_memory.len() < self.shared.replay) {
             // Memory has all that was asked, or all there is (it holds fewer than it could).
             return Ok(tail(in_memory, n));
         }
-        let room = room.to_string();
-        let events = tokio::task::spawn_blocking(move || store::read_history(&path, &room, n))
-            .await
-            .map_err(|e| StoreError::Io {
-                path: "history reader".into(),
-                source: std::io::Error::other(e),
-            })??;
+        let events = reader.recent(room, n, max_bytes).await?;
         Ok(events.into_iter().map(Arc::new).collect())
     }
 }
@@ -646,7 +646,7 @@ mod tests {
             route: Route::Room,
             origin: None,
         };
-        shared.deliver(std::iter::once(pending), true);
+        shared.deliver(std::iter::once(pending));
     }
 
     fn open_room(shared: &Shared, room: &str) {

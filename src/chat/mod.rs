@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use command::{check_nick, room_name};
 pub use hub::ChatHub;
-use store::{NoStore, SqliteStore, Store, StoreError};
+pub use rate::MIN_REPLY;
+pub use store::Retention;
+use store::{HistoryReader, NoStore, SqliteStore, Store, StoreError};
 pub use wire::Format;
 
 use crate::net::{self, Endpoint, Listener, LocalAddr, NetError, ServerOptions};
@@ -68,6 +70,10 @@ pub struct ChatSettings {
     pub rooms_listed: usize,
     /// Most messages one `/history` returns.
     pub max_history: usize,
+    /// Bytes per second of `/history` replies a client may be sent (0 = no limit), and the burst
+    /// allowed: a request of a few bytes must not buy a large answer over and over.
+    pub reply_rate: f64,
+    pub reply_burst: usize,
     /// Shown to every client after the welcome.
     pub motd: Option<String>,
     /// What plain clients speak.
@@ -105,6 +111,12 @@ impl Default for ChatSettings {
             max_rooms_per_addr: 10,
             rooms_listed: 100,
             max_history: 1000,
+            // Bursts of 256 KiB: two full replies at the default --sendq (a reply is cut at half
+            // of it), so a client catching up is served at once; then 32 KiB/s, a full reply
+            // every two seconds, which is more than a person reads and keeps 1000 askers to
+            // 32 MB/s, not the gigabytes that unlimited answers to 14-byte requests allowed.
+            reply_rate: 32.0 * 1024.0,
+            reply_burst: 256 * 1024,
             motd: None,
             format: Format::Utf8,
             room: "lobby".into(),
@@ -120,8 +132,13 @@ impl Default for ChatSettings {
 pub enum History {
     /// Nothing survives the process.
     None,
-    /// An SQLite file; `full_sync` fsyncs every group commit (power-loss safe).
-    Sqlite { path: PathBuf, full_sync: bool },
+    /// An SQLite file; `full_sync` fsyncs every group commit (power-loss safe); `retention`
+    /// bounds what it keeps.
+    Sqlite {
+        path: PathBuf,
+        full_sync: bool,
+        retention: Retention,
+    },
 }
 
 /// A validated chat server configuration.
@@ -171,20 +188,29 @@ impl std::fmt::Debug for ChatServer {
 impl ChatServer {
     /// Opens the history and the listening socket, and starts the sequencer.
     pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
-        let (store, path): (Box<dyn Store>, _) = match &config.history {
-            History::None => (Box::new(NoStore), None),
-            History::Sqlite { path, full_sync } => (
-                Box::new(SqliteStore::open(path, *full_sync)?),
-                Some(path.clone()),
-            ),
+        let (store, reader, retention): (Box<dyn Store>, _, _) = match &config.history {
+            History::None => (Box::new(NoStore), None, Retention::default()),
+            History::Sqlite {
+                path,
+                full_sync,
+                retention,
+            } => {
+                let store = SqliteStore::open(path, *full_sync)?;
+                (
+                    Box::new(store),
+                    Some(HistoryReader::open(path)?),
+                    *retention,
+                )
+            }
         };
-        Self::bind_with(config, store, path).await
+        Self::bind_with(config, store, reader, retention).await
     }
 
     async fn bind_with(
         config: ChatConfig,
         mut store: Box<dyn Store>,
-        path: Option<PathBuf>,
+        reader: Option<HistoryReader>,
+        retention: Retention,
     ) -> Result<Self, ChatError> {
         // Read now so an unreadable history stops the start, rather than numbering clash later.
         let last_seq = store.last_seq()?;
@@ -212,16 +238,25 @@ impl ChatServer {
             room: settings.replay_bytes,
             total: settings.replay_memory,
         };
-        let shared = hub::Shared::new(memory, settings.announce_max, path.is_some());
+        let shared = hub::Shared::new(memory, settings.announce_max, reader.is_some());
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
-        let replay = settings.replay;
+        let seq_config = sequencer::Config {
+            replay: settings.replay,
+            retention,
+            last_seq,
+        };
+        // The sequencer's own small runtime, for its timer only (retention, commit retries).
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| NetError::io("cannot start the chat sequencer's timer", e))?;
         let seq_shared = shared.clone();
         let sequencer_failed = CancellationToken::new();
         let on_panic = sequencer_failed.clone();
         let sequencer = std::thread::Builder::new()
             .name("chat-sequencer".into())
             .spawn(move || {
-                let run = || sequencer::run(seq_shared, rx, store, replay, last_seq);
+                let run = || sequencer::run(seq_shared, rx, store, seq_config, timer);
                 // The panic hook has printed the message; what is left is to stop the server.
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
                     tracing::error!("the chat sequencer failed; stopping the server");
@@ -231,7 +266,7 @@ impl ChatServer {
             .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
         Ok(ChatServer {
             listener,
-            hub: ChatHub::new(shared, tx, path, policy),
+            hub: ChatHub::new(shared, tx, reader, policy),
             settings,
             server,
             sequencer,
@@ -307,7 +342,7 @@ mod tests {
         fn last_seq(&mut self) -> Result<u64, StoreError> {
             Ok(0)
         }
-        fn append(&mut self, batch: &[&event::Event]) -> Result<(), StoreError> {
+        fn append(&mut self, batch: &[&event::Event], _numbered: u64) -> Result<(), StoreError> {
             if batch.is_empty() {
                 return Ok(());
             }
@@ -327,9 +362,10 @@ mod tests {
             server: ServerOptions::default(),
             web: None,
         };
-        let server = ChatServer::bind_with(config, Box::new(PanickingStore), None)
-            .await
-            .unwrap();
+        let server =
+            ChatServer::bind_with(config, Box::new(PanickingStore), None, Retention::default())
+                .await
+                .unwrap();
         let addr = server.local_addr().to_string();
         let running = tokio::spawn(server.run(CancellationToken::new()));
 

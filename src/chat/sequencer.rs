@@ -1,62 +1,435 @@
 //! The sequencer: the one place where chat events get their order. It takes everything waiting,
 //! numbers it, commits the history entries in one transaction (group commit), and only then hands
 //! the batch to the hub for delivery. Runs on its own thread because the store is synchronous.
+//!
+//! It also keeps history within its retention (rows per room, after appends; age, on a timer),
+//! and rides out a store that cannot commit (a full disk): the chat goes on unsaved, each room
+//! concerned and the log are told once, what is said meanwhile is kept (bounded) and committed
+//! when a retry succeeds, and the rooms are told that saving resumed.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TryRecvError};
 
+use super::event::{now_ms, Event, Kind};
 use super::hub::{Pending, Route, Shared};
-use super::store::Store;
+use super::store::{Retention, Store, StoreError};
 
 /// Most events taken into one transaction: bounds the latency of the first event of a burst.
 const MAX_BATCH: usize = 1024;
 
-/// Runs until every hub handle is dropped. `last_seq` is the highest sequence number already
-/// stored; numbering continues after it.
+/// Most rows one retention step deletes: a step stays a few milliseconds however much is due
+/// (say, after a restart with a lower limit); what is left is taken at the next step.
+const PRUNE_BATCH: usize = 2000;
+
+/// Retention steps by age in one maintenance pass, before new events get their turn again.
+const EXPIRE_STEPS: usize = 8;
+
+/// Rooms whose appends are counted for the row limit; past this the counts start over (every
+/// room is then checked at its next append), so creating rooms cannot grow the map.
+const MAX_COUNTED_ROOMS: usize = 10_000;
+
+/// How often commits are retried while the store is failing.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Bytes of unsaved messages kept for the retry (their texts and what holds them); older ones are
+/// let go past this.
+const MAX_UNSAVED_BYTES: usize = 8 << 20;
+
+/// What an unsaved message costs to keep.
+fn weight(e: &Event) -> usize {
+    std::mem::size_of::<Event>() + e.text.len() + e.nick.len()
+}
+
+/// The nick server notices are sent under.
+const SERVER_NICK: &str = "server";
+
+/// What the sequencer is given at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Events kept in memory per room (the joiners' replay).
+    pub replay: usize,
+    pub retention: Retention,
+    /// Numbering continues after this (see [`Store::last_seq`]).
+    pub last_seq: u64,
+}
+
+/// Runs until every hub handle is dropped. `timer` (a current-thread runtime with time enabled)
+/// only serves to wait for the next event or the next maintenance, whichever comes first.
 pub fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Pending>,
-    mut store: Box<dyn Store>,
-    replay: usize,
-    last_seq: u64,
+    store: Box<dyn Store>,
+    cfg: Config,
+    timer: tokio::runtime::Runtime,
 ) {
-    let mut seq = last_seq;
+    let mut s = Sequencer::new(shared, store, cfg);
     let mut batch: Vec<Pending> = Vec::with_capacity(64);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+    loop {
+        let first = match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => match s.next_deadline() {
+                None => match rx.blocking_recv() {
+                    Some(p) => Some(p),
+                    None => break,
+                },
+                Some(at) => {
+                    // The timeout is made inside the runtime, whose timer it registers with.
+                    let wait = async {
+                        tokio::time::timeout_at(tokio::time::Instant::from_std(at), rx.recv()).await
+                    };
+                    match timer.block_on(wait) {
+                        Ok(Some(p)) => Some(p),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
+                }
+            },
+        };
+        if let Some(first) = first {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
             }
+            s.sequence(&mut batch);
         }
+        s.maintain(Instant::now());
+    }
+    s.finish();
+    tracing::debug!("sequencer stopped");
+}
+
+/// The store is failing: what is being said meanwhile, and who was told.
+struct Outage {
+    /// Copies of the unsaved messages, oldest first, to commit when the store works again.
+    unsaved: VecDeque<Event>,
+    unsaved_bytes: usize,
+    /// Unsaved messages let go because `unsaved` was full.
+    lost: u64,
+    /// Rooms told that their history is not being saved.
+    told: HashSet<Arc<str>>,
+    retry_at: Instant,
+    /// What is wrong, as the rooms are told.
+    why: &'static str,
+}
+
+struct Sequencer {
+    shared: Arc<Shared>,
+    store: Box<dyn Store>,
+    replay: usize,
+    retention: Retention,
+    /// The last number handed out.
+    seq: u64,
+    /// Per room, messages appended since its row count was last checked.
+    appended: HashMap<Arc<str>, u64>,
+    /// Appends between two checks of a room's row count.
+    slack: u64,
+    /// When the next deletion by age is due.
+    expire_at: Option<Instant>,
+    outage: Option<Outage>,
+}
+
+impl Sequencer {
+    fn new(shared: Arc<Shared>, store: Box<dyn Store>, cfg: Config) -> Self {
+        Sequencer {
+            shared,
+            store,
+            replay: cfg.replay,
+            retention: cfg.retention,
+            seq: cfg.last_seq,
+            appended: HashMap::new(),
+            // A tenth over the limit at most: one check per that many appends keeps the check's
+            // index walk (the limit's worth of entries) cheap per message.
+            slack: cfg
+                .retention
+                .max_rows
+                .map_or(u64::MAX, |n| (n / 10).clamp(1, 1000)),
+            // Due at once: what aged while the server was down goes first.
+            expire_at: cfg.retention.max_age.map(|_| Instant::now()),
+            outage: None,
+        }
+    }
+
+    /// When the timer must wake the loop, if nothing arrives before.
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.outage {
+            Some(o) => Some(o.retry_at),
+            None => self.expire_at,
+        }
+    }
+
+    /// Numbers, stores and delivers one batch.
+    fn sequence(&mut self, batch: &mut Vec<Pending>) {
+        let base = self.seq;
         for p in batch.iter_mut() {
-            seq += 1;
-            p.event.seq = seq;
+            self.seq += 1;
+            p.event.seq = self.seq;
             if let (Route::Join(..), Some(room)) = (&p.route, &p.event.room) {
-                if !shared.room_loaded(room) {
-                    let recent = store.recent(room, replay).unwrap_or_else(|e| {
+                if !self.shared.room_loaded(room) {
+                    let recent = self.store.recent(room, self.replay).unwrap_or_else(|e| {
                         tracing::error!(error = %e, %room, "cannot load room history");
                         Vec::new()
                     });
-                    shared.preload(room, recent);
+                    self.shared.preload(room, recent);
                 }
             }
         }
-        let stored: Vec<_> = batch
-            .iter()
-            .filter(|p| p.event.kind.is_stored())
-            .map(|p| &p.event)
-            .collect();
-        let ok = match store.append(&stored) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, events = stored.len(), "history commit failed");
-                false
+        let mut due: Vec<Arc<str>> = Vec::new();
+        if self.outage.is_none() {
+            let stored: Vec<&Event> = batch
+                .iter()
+                .filter(|p| p.event.kind.is_stored())
+                .map(|p| &p.event)
+                .collect();
+            match self.store.append(&stored, self.seq) {
+                Ok(()) => due = self.count_appends(stored.iter().copied()),
+                Err(e) => self.begin_outage(&e),
             }
-        };
-        shared.deliver(batch.drain(..), ok);
+        }
+        if self.outage.is_some() {
+            self.keep_unsaved(batch, base);
+        }
+        // Everything goes out: committed, or (while the store fails) unsaved, which the rooms
+        // concerned have been told.
+        self.shared.deliver(batch.drain(..));
+        for room in due {
+            self.trim(&room);
+        }
     }
-    tracing::debug!("sequencer stopped");
+
+    /// Counts appends per room for the row limit; returns the rooms due for a check.
+    fn count_appends<'a>(&mut self, stored: impl Iterator<Item = &'a Event>) -> Vec<Arc<str>> {
+        let mut due = Vec::new();
+        if self.retention.max_rows.is_none() {
+            return due;
+        }
+        for e in stored {
+            let Some(room) = &e.room else { continue };
+            if self.appended.len() >= MAX_COUNTED_ROOMS && !self.appended.contains_key(room) {
+                self.appended.clear();
+            }
+            // A room not counted yet is checked at once: its count on disk is not known.
+            let n = self
+                .appended
+                .entry(room.clone())
+                .or_insert(self.slack.saturating_sub(1));
+            *n += 1;
+            if *n >= self.slack && !due.contains(room) {
+                due.push(room.clone());
+            }
+        }
+        due
+    }
+
+    /// Deletes a room's rows beyond the limit (one batch of them).
+    fn trim(&mut self, room: &Arc<str>) {
+        let Some(keep) = self.retention.max_rows else {
+            return;
+        };
+        match self.store.trim_room(room, keep, PRUNE_BATCH) {
+            // A full batch: there may be more, so check again at the room's next append.
+            Ok(n) if n == PRUNE_BATCH => {}
+            Ok(_) => {
+                if let Some(count) = self.appended.get_mut(room) {
+                    *count = 0;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, %room, "cannot trim the room's history"),
+        }
+    }
+
+    /// Deletes what is older than the retention allows, on disk and in the rooms' memory.
+    fn maintain(&mut self, now: Instant) {
+        if self.outage.as_ref().is_some_and(|o| now >= o.retry_at) {
+            self.retry(now);
+            return;
+        }
+        let (Some(max_age), Some(at)) = (self.retention.max_age, self.expire_at) else {
+            return;
+        };
+        if self.outage.is_some() || now < at {
+            return;
+        }
+        let cutoff = now_ms().saturating_sub(max_age.as_millis().min(i64::MAX as u128) as i64);
+        let mut more = false;
+        for _ in 0..EXPIRE_STEPS {
+            match self.store.expire(cutoff, PRUNE_BATCH) {
+                Ok(n) if n == PRUNE_BATCH => more = true,
+                Ok(_) => {
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot delete expired history");
+                    more = false;
+                    break;
+                }
+            }
+        }
+        self.shared.expire(cutoff);
+        // A backlog is worked off between batches of new events; otherwise check a few times per
+        // max-age (a message outlives it by at most that much), at most every minute.
+        let every = (max_age / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        self.expire_at = Some(if more { now } else { now + every });
+    }
+
+    /// The store failed to commit: say so once, to the log, and carry on unsaved.
+    fn begin_outage(&mut self, e: &StoreError) {
+        let why = if e.is_disk_full() {
+            "the disk is full"
+        } else {
+            "the history file cannot be written"
+        };
+        tracing::error!(
+            error = %e,
+            "history is not being saved ({why}); messages are still delivered, and saving is \
+             retried every {}s",
+            RETRY.as_secs()
+        );
+        self.outage = Some(Outage {
+            unsaved: VecDeque::new(),
+            unsaved_bytes: 0,
+            lost: 0,
+            told: HashSet::new(),
+            retry_at: Instant::now() + RETRY,
+            why,
+        });
+    }
+
+    /// During an outage: tells each room, before its first unsaved message, that history is not
+    /// being saved (renumbering the batch, which no one has seen yet), and keeps copies of the
+    /// unsaved messages for the retry.
+    fn keep_unsaved(&mut self, batch: &mut Vec<Pending>, base: u64) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        let mut notices = Vec::new();
+        for (i, p) in batch.iter().enumerate() {
+            if let (true, Some(room)) = (p.event.kind.is_stored(), &p.event.room) {
+                if outage.told.insert(room.clone()) {
+                    notices.push((i, room.clone()));
+                }
+            }
+        }
+        if !notices.is_empty() {
+            let text = format!(
+                "history is not being saved ({}); messages are still delivered, and kept to be \
+                 saved when it can be",
+                outage.why
+            );
+            for (i, room) in notices.into_iter().rev() {
+                batch.insert(i, notice(room, &text));
+            }
+            self.seq = base;
+            for p in batch.iter_mut() {
+                self.seq += 1;
+                p.event.seq = self.seq;
+            }
+        }
+        for p in batch.iter().filter(|p| p.event.kind.is_stored()) {
+            let e = &p.event;
+            outage.unsaved_bytes += weight(e);
+            outage.unsaved.push_back(Event::at(
+                e.seq,
+                e.ts,
+                e.kind,
+                e.room.clone(),
+                e.nick.clone(),
+                e.target.clone(),
+                e.text.clone(),
+            ));
+            while outage.unsaved_bytes > MAX_UNSAVED_BYTES {
+                let Some(old) = outage.unsaved.pop_front() else {
+                    break;
+                };
+                outage.unsaved_bytes -= weight(&old);
+                outage.lost += 1;
+            }
+        }
+    }
+
+    /// Tries to commit what was said during the outage; on success, saving resumes and the rooms
+    /// told are told again.
+    fn retry(&mut self, now: Instant) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        let unsaved: Vec<&Event> = outage.unsaved.iter().collect();
+        if let Err(e) = self.store.append(&unsaved, self.seq) {
+            tracing::debug!(error = %e, "history still cannot be saved");
+            outage.retry_at = now + RETRY;
+            return;
+        }
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        let kept = outage.unsaved.len();
+        let text = if outage.lost == 0 {
+            "history is being saved again, with what was said meanwhile".to_string()
+        } else {
+            format!(
+                "history is being saved again; {} earlier messages said meanwhile could not be \
+                 kept",
+                outage.lost
+            )
+        };
+        tracing::warn!(
+            kept,
+            lost = outage.lost,
+            "history is being saved again ({kept} messages said meanwhile saved, {} lost)",
+            outage.lost
+        );
+        let due = self.count_appends(outage.unsaved.iter());
+        let mut told: Vec<Pending> = outage
+            .told
+            .into_iter()
+            .map(|room| notice(room, &text))
+            .collect();
+        for p in told.iter_mut() {
+            self.seq += 1;
+            p.event.seq = self.seq;
+        }
+        // Their numbers must be claimed like any others (an empty append only records that).
+        if let Err(e) = self.store.append(&[], self.seq) {
+            tracing::debug!(error = %e, "cannot record the sequence number");
+        }
+        self.shared.deliver(told.into_iter());
+        for room in due {
+            self.trim(&room);
+        }
+    }
+
+    /// The hub is gone: a last try to save what an outage kept.
+    fn finish(&mut self) {
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        let unsaved: Vec<&Event> = outage.unsaved.iter().collect();
+        match self.store.append(&unsaved, self.seq) {
+            Ok(()) => tracing::warn!(
+                "history is saved again: the {} messages said while it was not are saved",
+                unsaved.len()
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "{} messages said while history could not be saved are lost",
+                unsaved.len() as u64 + outage.lost
+            ),
+        }
+    }
+}
+
+/// A server notice to a room, to be numbered and delivered in order with the rest.
+fn notice(room: Arc<str>, text: &str) -> Pending {
+    Pending {
+        event: Event::new(Kind::Notice, Some(room), Arc::from(SERVER_NICK), text),
+        route: Route::Room,
+        origin: None,
+    }
 }

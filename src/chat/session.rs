@@ -12,6 +12,7 @@ use super::command::{check_nick, room_name, Command, HELP};
 use super::event::{Event, Kind};
 use super::hub::{ChatHub, ClientId, HubClosed, NickError, Pending, Route};
 use super::outbox::{OutItem, Outbox};
+use super::rate::ReplyBudget;
 use super::wire::{Format, Hello};
 use super::ChatSettings;
 use crate::net::{PeerAddr, RateLimit};
@@ -40,6 +41,8 @@ pub struct Session {
     bucket: RateLimit,
     /// Whether the client has been told it is being slowed down (once per episode).
     slowed: bool,
+    /// Bytes of `/history` replies this client may still be sent.
+    replies: ReplyBudget,
 }
 
 /// A session dropped without [`Session::close`] (its task cut at the end of a drain, or a panic)
@@ -79,6 +82,7 @@ impl Session {
             bucket: hub.line_limit(peer),
             slowed: false,
             hub,
+            replies: ReplyBudget::new(cfg.reply_rate, cfg.reply_burst),
             cfg: cfg.clone(),
             outbox: outbox.clone(),
         };
@@ -412,48 +416,74 @@ impl Session {
         self.post(event, Route::Direct(route)).await
     }
 
-    async fn history(&self, n: usize) {
+    async fn history(&mut self, n: usize) {
         let Some(room) = self.room.clone() else {
             return;
         };
         let n = n.min(self.cfg.max_history);
-        match self.hub.history(&room, n).await {
+        // Replies are charged to the client's reply budget. One that has run out waits for
+        // enough to be answered (a second at most: the rate is at least MIN_REPLY a second), so
+        // asking again and again is answered at the budget's rate, never faster, and costs no
+        // notice it did not pay for.
+        let wait = self.replies.wait();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        // A reply is queued at once; keep it well inside the send queue so asking for history
+        // never looks like not reading.
+        let queue_share = self.cfg.sendq / 2;
+        let allowed = self.replies.available();
+        let by_budget = allowed < queue_share;
+        let limit = queue_share.min(allowed);
+        // The header, the end line and a note on what was left out fit in this.
+        const FRAME: usize = 512;
+        // Texts can render smaller than they are stored (GBK), so read up to twice the limit.
+        match self.hub.history(&room, n, limit.saturating_mul(2)).await {
             Ok(mut events) => {
-                // A reply is queued at once; keep it well inside the send queue so asking for
-                // history never looks like not reading.
-                let budget = self.cfg.sendq / 2;
                 let format = self.format();
+                let room_limit = limit.saturating_sub(FRAME);
                 let mut used = 0;
                 let keep = events
                     .iter()
                     .rev()
                     .take_while(|e| {
                         used += e.render(format).len();
-                        used <= budget
+                        used <= room_limit
                     })
                     .count();
                 let dropped = events.len() - keep;
                 events.drain(..dropped);
+                let mut lines = Vec::with_capacity(events.len() + 3);
                 if dropped > 0 {
-                    self.reply(
+                    let why = if by_budget {
+                        format!(
+                            "over your reply budget ({} bytes a second, bursts of {}); ask again \
+                             later",
+                            self.cfg.reply_rate, self.cfg.reply_burst
+                        )
+                    } else {
+                        "more would not fit the send queue (--sendq)".to_string()
+                    };
+                    lines.push(OutItem::Raw(format.reply(
                         "info",
-                        &format!("{dropped} older messages left out: more would not fit the send queue (--sendq)"),
+                        &format!("{dropped} older messages left out: {why}"),
                         None,
-                    );
+                    )));
                 }
-                self.reply(
+                lines.push(OutItem::Raw(format.reply(
                     "history",
                     &format!("last {} messages of #{room}:", events.len()),
                     Some(json!({ "room": &*room, "count": events.len() })),
-                );
-                for e in events {
-                    self.outbox.push(OutItem::Event(e));
-                }
-                self.reply(
+                )));
+                lines.extend(events.into_iter().map(OutItem::Event));
+                lines.push(OutItem::Raw(format.reply(
                     "history_end",
                     "end of history",
                     Some(json!({ "room": &*room })),
-                );
+                )));
+                let weight: usize = lines.iter().map(|l| l.bytes(format).len()).sum();
+                self.replies.spend(weight);
+                self.outbox.push_all(lines);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "history read failed");

@@ -7,7 +7,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use sockit::chat::client::{self, ClientConfig, ClientError};
 use sockit::chat::web::{parse_host_name, Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
-use sockit::chat::{store, ChatConfig, ChatServer, ChatSettings, Format, History, DEFAULT_ADDR};
+use sockit::chat::{
+    store, ChatConfig, ChatServer, ChatSettings, Format, History, Retention, DEFAULT_ADDR,
+};
 use sockit::net::{self, Endpoint, LocalAddr};
 
 use super::common::{parse_count, parse_duration, parse_endpoint, ClientArgs, ServerArgs};
@@ -59,6 +61,23 @@ pub struct ChatArgs {
     /// fsync every history commit (survives power loss, not only crashes; slower)
     #[arg(long)]
     pub fsync: bool,
+
+    /// Delete messages older than this from history (30d, 12h; 0 or none = keep them all)
+    #[arg(long, value_name = "TIME", value_parser = parse_max_age, default_value = "30d")]
+    pub history_max_age: Duration,
+
+    /// Keep at most this many messages per room in history, the newest (0 or none = no limit)
+    #[arg(long, value_name = "N", value_parser = parse_max_rows, default_value = "10000")]
+    pub history_max_rows: u64,
+
+    /// Bytes per second of /history replies each client may be sent, at least 1024 (0 =
+    /// unlimited); a reply over it is cut, and a client that keeps asking waits its turn
+    #[arg(long, value_name = "BYTES", value_parser = parse_reply_bytes, default_value = "32768")]
+    pub reply_rate: u64,
+
+    /// Bytes of /history replies a client may be sent at once before --reply-rate applies
+    #[arg(long, value_name = "BYTES", value_parser = parse_reply_burst, default_value = "262144")]
+    pub reply_burst: u64,
 
     /// Messages replayed to whoever joins a room
     #[arg(long, value_name = "N", default_value_t = 20)]
@@ -189,6 +208,46 @@ pub struct JoinArgs {
     pub client: ClientArgs,
 }
 
+/// `--history-max-age`: a duration, where 0 or `none` keeps everything.
+fn parse_max_age(text: &str) -> Result<Duration, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
+/// `--history-max-rows`: a count, where 0 or `none` is no limit.
+fn parse_max_rows(text: &str) -> Result<u64, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number of messages (or none)"))
+}
+
+/// Below this a reply budget would make a client wait more than a second for the smallest reply.
+const MIN_REPLY_BYTES: u64 = sockit::chat::MIN_REPLY as u64;
+
+/// `--reply-rate`: 0 (unlimited) or at least one small reply a second.
+fn parse_reply_bytes(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n == 0 || n >= MIN_REPLY_BYTES => Ok(n),
+        _ => Err(format!(
+            "{text:?}: give 0 (unlimited) or a number of bytes of at least {MIN_REPLY_BYTES}"
+        )),
+    }
+}
+
+/// `--reply-burst`: at least one small reply.
+fn parse_reply_burst(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= MIN_REPLY_BYTES => Ok(n),
+        _ => Err(format!(
+            "{text:?}: give a number of bytes of at least {MIN_REPLY_BYTES}"
+        )),
+    }
+}
+
 fn parse_nick(text: &str) -> Result<String, String> {
     // The server decides the length; the characters are checked here for a usage error now
     // rather than a refusal later.
@@ -269,6 +328,8 @@ impl ChatArgs {
             max_rooms_per_addr: self.max_rooms_per_addr,
             rooms_listed: self.rooms_listed,
             max_history: self.max_history,
+            reply_rate: self.reply_rate as f64,
+            reply_burst: usize::try_from(self.reply_burst).unwrap_or(usize::MAX),
             motd: self.motd.clone(),
             format: match self.encoding {
                 Encoding::Utf8 => Format::Utf8,
@@ -285,6 +346,10 @@ impl ChatArgs {
             History::Sqlite {
                 path: self.history.clone().unwrap_or_else(store::default_path),
                 full_sync: self.fsync,
+                retention: Retention {
+                    max_age: (!self.history_max_age.is_zero()).then_some(self.history_max_age),
+                    max_rows: (self.history_max_rows > 0).then_some(self.history_max_rows),
+                },
             }
         };
         let web = match &self.web {
@@ -317,7 +382,19 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     };
     let history = match &config.history {
         History::None => "no history".to_string(),
-        History::Sqlite { path, .. } => format!("history in {}", path.display()),
+        History::Sqlite {
+            path, retention, ..
+        } => {
+            let age = match retention.max_age {
+                Some(age) => format!("for {}", humantime::format_duration(age)),
+                None => "forever".into(),
+            };
+            let rows = match retention.max_rows {
+                Some(n) => format!("at most {n} messages per room"),
+                None => "all messages".into(),
+            };
+            format!("history in {} (kept {age}, {rows})", path.display())
+        }
     };
     let tls = config.server.tls.is_some();
     let shutdown = net::on_signals()?;

@@ -22,6 +22,39 @@ impl TokenBucket {
         Self::new_at(rate, burst, Instant::now())
     }
 
+    /// A full bucket holding at most `burst` tokens (at least one): for buckets counted in bytes.
+    pub fn with_burst(rate: f64, burst: f64) -> Self {
+        let mut b = Self::new_at(rate, 1, Instant::now());
+        b.burst = burst.max(1.0);
+        b.tokens = b.burst;
+        b
+    }
+
+    /// Tokens available now (infinite without a limit).
+    pub fn available(&mut self) -> f64 {
+        if self.rate <= 0.0 {
+            return f64::INFINITY;
+        }
+        self.refill(Instant::now());
+        self.tokens
+    }
+
+    /// Takes `n` tokens, or what is left if fewer (for costs known only afterwards).
+    pub fn spend(&mut self, n: f64) {
+        if self.rate > 0.0 {
+            self.tokens = (self.tokens - n).max(0.0);
+        }
+    }
+
+    /// How long until `n` tokens (at most the burst) are available; zero if they are now.
+    pub fn time_until(&mut self, n: f64) -> std::time::Duration {
+        let missing = n.min(self.burst) - self.available();
+        if missing <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64(missing / self.rate)
+    }
+
     /// [`new`](Self::new) with the clock read by the caller (one reading for many buckets, or a
     /// clock a test moves).
     pub fn new_at(rate: f64, burst: u32, now: Instant) -> Self {
@@ -75,12 +108,7 @@ impl TokenBucket {
 
     /// How long until a token is available (zero if one is now).
     pub fn wait_time(&mut self) -> std::time::Duration {
-        if self.rate <= 0.0 {
-            return std::time::Duration::ZERO;
-        }
-        self.refill(Instant::now());
-        let missing = (1.0 - self.tokens).max(0.0);
-        std::time::Duration::from_secs_f64(missing / self.rate)
+        self.time_until(1.0)
     }
 
     /// Whether the bucket has refilled completely (or has no limit): forgetting it then loses
