@@ -485,3 +485,58 @@ fn replayed_messages_are_bounded_in_bytes() {
     assert!((1..=3).contains(&long), "{long} long lines replayed");
     assert_eq!(replayed("small", "short"), 20, "short lines all replayed");
 }
+
+#[test]
+fn joining_back_and_forth_does_not_buy_the_replay_again_and_again() {
+    let server = Server::start(&[
+        "chat",
+        "--no-history",
+        "--rate",
+        "0",
+        "--reply-burst",
+        "16384",
+        "--reply-rate",
+        "4096",
+        "127.0.0.1:0",
+    ]);
+    let (mut r, mut w) = chat_client("127.0.0.1", server.addr());
+    ask(&mut r, &mut w, "/join big", "joined #big");
+    for i in 0..10 {
+        ask(
+            &mut r,
+            &mut w,
+            &format!("big{i:02} {}", "q".repeat(1000)),
+            &format!("big{i:02}"),
+        );
+    }
+    let (mut r, mut w) = chat_client("127.0.0.2", server.addr());
+    // Each join waits for its own notice (a join overtaken by the next is dropped unreplayed).
+    let start = Instant::now();
+    let mut replayed = 0usize;
+    let mut line = String::new();
+    let mut joins = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        writeln!(w, "/join big").unwrap();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "closed");
+            if line.contains("qqqq") {
+                replayed += line.len();
+            }
+            if line.contains("joined #big") {
+                break;
+            }
+        }
+        ask(&mut r, &mut w, "/join lobby", "joined #lobby");
+        joins += 1;
+    }
+    // One replay (about 10 KB) is within the burst; after that 4 KB a second buys less than one
+    // replay per two seconds. Without the charge, a join is a round trip: hundreds in 3 s.
+    let elapsed = start.elapsed().as_secs_f64();
+    let bound = 16384 + (4096.0 * elapsed) as usize + 2048;
+    assert!(
+        replayed <= bound,
+        "{replayed} bytes of replay in {joins} joins, {elapsed:.1} s (bound {bound})"
+    );
+    assert!(replayed >= 10_000, "not even one replay: {replayed}");
+}

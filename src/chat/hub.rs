@@ -569,6 +569,18 @@ impl ChatHub {
         (shown, total)
     }
 
+    /// About how many bytes a joiner of `room` is sent as its replay (the recent messages'
+    /// fields and their stamps), to charge to the joiner's reply budget.
+    pub fn replay_size(&self, room: &str) -> usize {
+        let st = self.lock();
+        st.rooms.get(room).map_or(0, |r| {
+            r.recent
+                .iter()
+                .map(|e| e.text.len() + e.nick.len() + 24)
+                .sum()
+        })
+    }
+
     /// Finds a client by nick (case-insensitive): its exact nick and outbox.
     pub fn lookup(&self, nick: &str) -> Option<(Arc<str>, Arc<Outbox>)> {
         let st = self.lock();

@@ -42,6 +42,11 @@ impl ReplyBudget {
         self.bucket.time_until(MIN_REPLY as f64)
     }
 
+    /// How long until `bytes` (at most the burst) may be sent.
+    pub fn wait_for(&mut self, bytes: usize) -> Duration {
+        self.bucket.time_until(bytes as f64)
+    }
+
     /// Charges a reply of `bytes`.
     pub fn spend(&mut self, bytes: usize) {
         self.bucket.spend(bytes as f64);

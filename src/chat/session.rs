@@ -179,6 +179,14 @@ impl Session {
             self.reply("info", &format!("you are already in #{room}"), None);
             return Ok(());
         }
+        // The replay is a reply too: joining back and forth must not buy it over and over, so it is
+        // charged to the reply budget, and a client out of budget waits before it is sent.
+        let replay = self.hub.replay_size(&room);
+        let wait = self.replies.wait_for(replay);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.replies.spend(replay);
         let free = *room == *self.cfg.room;
         let (old, ticket) = match self.hub.move_to(self.id, room.clone(), free) {
             Ok(moved) => moved,

@@ -42,6 +42,8 @@ impl TokenBucket {
     /// Takes `n` tokens, or what is left if fewer (for costs known only afterwards).
     pub fn spend(&mut self, n: f64) {
         if self.rate > 0.0 {
+            // Refilled first: what accrued while the caller waited is spent, not credited later.
+            self.refill(Instant::now());
             self.tokens = (self.tokens - n).max(0.0);
         }
     }
