@@ -1015,3 +1015,46 @@ fn web_host_takes_names_not_urls_or_ports() {
         assert!(ran.stderr.contains("not a host name"), "{}", ran.stderr);
     }
 }
+
+/// Over the rate limit a browser's messages are delayed like a TCP client's (fakelag), never
+/// dropped: ten at once with --rate 4 --burst 3 all arrive, in order, after one "slowed" notice.
+#[tokio::test]
+async fn a_browser_over_the_rate_is_slowed_not_dropped() {
+    let (_server, url) = start(&[
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--rate",
+        "4",
+        "--burst",
+        "3",
+    ]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "paste").await;
+    for i in 0..10 {
+        let msg = format!(r#"{{"text":"pasted {i}"}}"#);
+        ws.send(Message::text(msg)).await.unwrap();
+    }
+    let mut slowed = 0;
+    let mut next = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while next < 10 {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {next} of 10 arrived"))
+            .expect("closed")
+            .unwrap();
+        let Message::Text(t) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str() {
+            Some("slowed") => slowed += 1,
+            Some("error") => panic!("refused: {t}"),
+            Some("message") => {
+                assert_eq!(v["text"], format!("pasted {next}"), "out of order");
+                next += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(slowed, 1, "told once");
+}
