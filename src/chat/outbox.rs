@@ -163,6 +163,49 @@ impl Outbox {
         true
     }
 
+    /// Sends one batch with `write`, under the rules every transport's writer shares: a batch the
+    /// socket takes at once is the usual case; one it cannot take means the client is not keeping
+    /// up, and only from then on does the `--sendq` limit apply (the queue is marked stalled),
+    /// with `write_timeout` for a socket that takes nothing at all (the client is then dropped as
+    /// overflowed). When the session ends meanwhile, the batch gets `flush_timeout` to finish.
+    /// Returns whether the batch was sent.
+    pub async fn send_batch<F, E>(
+        &self,
+        write: F,
+        write_timeout: std::time::Duration,
+        flush_timeout: std::time::Duration,
+    ) -> bool
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
+        tokio::pin!(write);
+        if let std::task::Poll::Ready(r) = futures::poll!(write.as_mut()) {
+            return r.is_ok();
+        }
+        self.set_stalled(true);
+        let ended = self.ended().clone();
+        let ok = tokio::select! {
+            r = &mut write => r.is_ok(),
+            _ = tokio::time::sleep(write_timeout) => {
+                // Nothing was taken for the whole time: the buffer it holds (up to the looser
+                // cap) must not stay forever.
+                self.overflow();
+                false
+            }
+            _ = ended.cancelled() => {
+                if self.state() == State::Overflowed {
+                    false
+                } else {
+                    // Closing: finish this batch, but not forever.
+                    let last = tokio::time::timeout(flush_timeout, write);
+                    matches!(last.await, Ok(Ok(())))
+                }
+            }
+        };
+        self.set_stalled(false);
+        ok
+    }
+
     /// Records whether the writer is waiting on a full socket (only then does the limit apply).
     pub fn set_stalled(&self, stalled: bool) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).stalled = stalled;

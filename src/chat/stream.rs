@@ -7,7 +7,6 @@
 
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -190,7 +189,6 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
 async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc<ChatSettings>) {
     let mut items = Vec::new();
     let mut chunks: Vec<Bytes> = Vec::new();
-    let ended = outbox.ended().clone();
     loop {
         let state = outbox.take(&mut items).await;
         if state == State::Overflowed {
@@ -213,38 +211,10 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
             items = Vec::new();
         }
         if !chunks.is_empty() {
-            // A write the socket takes at once is the usual case. One it cannot take means the
-            // client is not keeping up, and only from then on does the queue limit apply.
-            let ok = {
-                let write = write_all_chunks(&mut writer, &mut chunks);
-                tokio::pin!(write);
-                match futures::poll!(write.as_mut()) {
-                    Poll::Ready(r) => r.is_ok(),
-                    Poll::Pending => {
-                        outbox.set_stalled(true);
-                        let ok = tokio::select! {
-                            r = &mut write => r.is_ok(),
-                            _ = tokio::time::sleep(cfg.write_timeout) => {
-                                // Nothing was taken for the whole time: the buffer it
-                                // holds (up to the looser cap) must not stay forever.
-                                outbox.overflow();
-                                false
-                            }
-                            _ = ended.cancelled() => {
-                                if outbox.state() == State::Overflowed {
-                                    false
-                                } else {
-                                    // Closing: finish this write, but not forever.
-                                    let last = tokio::time::timeout(cfg.flush_timeout, write);
-                                    matches!(last.await, Ok(Ok(())))
-                                }
-                            }
-                        };
-                        outbox.set_stalled(false);
-                        ok
-                    }
-                }
-            };
+            let write = write_all_chunks(&mut writer, &mut chunks);
+            let ok = outbox
+                .send_batch(write, cfg.write_timeout, cfg.flush_timeout)
+                .await;
             if !ok {
                 outbox.close();
                 break;

@@ -6,7 +6,6 @@
 //! write timeout, the idle timeout, and a goodbye on shutdown.
 
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -181,7 +180,6 @@ async fn write_loop(
     close: Arc<Mutex<Option<CloseFrame>>>,
 ) {
     let mut items = Vec::new();
-    let ended = outbox.ended().clone();
     loop {
         let state = outbox.take(&mut items).await;
         if state == State::Overflowed {
@@ -197,35 +195,11 @@ async fn write_loop(
                 }
                 sink.flush().await
             };
-            tokio::pin!(send);
-            // As over TCP (see `stream::write_loop`): a batch the socket takes at once is the
-            // usual case; one it cannot take means the client is not keeping up, and only from
-            // then on does the --sendq limit apply, with --write-timeout for a socket that takes
-            // nothing at all.
-            match futures::poll!(send.as_mut()) {
-                Poll::Ready(r) => r.is_ok(),
-                Poll::Pending => {
-                    outbox.set_stalled(true);
-                    let ok = tokio::select! {
-                        r = &mut send => r.is_ok(),
-                        _ = tokio::time::sleep(cfg.write_timeout) => {
-                            outbox.overflow();
-                            false
-                        }
-                        _ = ended.cancelled() => {
-                            if outbox.state() == State::Overflowed {
-                                false
-                            } else {
-                                // Closing: finish this batch, but not forever.
-                                let last = tokio::time::timeout(cfg.flush_timeout, send);
-                                matches!(last.await, Ok(Ok(())))
-                            }
-                        }
-                    };
-                    outbox.set_stalled(false);
-                    ok
-                }
-            }
+            // As over TCP: the shared stall rules (--sendq from the first write the socket
+            // cannot take, --write-timeout for one that takes nothing).
+            outbox
+                .send_batch(send, cfg.write_timeout, cfg.flush_timeout)
+                .await
         };
         if !ok {
             if outbox.state() == State::Overflowed {
