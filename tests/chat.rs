@@ -578,7 +578,8 @@ fn invalid_utf8_and_escapes_are_replaced() {
     let addr = server.addr();
     let mut a = Peer::joined(addr);
     let mut b = Peer::joined(addr);
-    a.send_raw(b"bad \xff\xfe bytes \xe4\xbd\n");
+    // (Not 0xFF: that begins a telnet command.)
+    a.send_raw(b"bad \xfe\x80 bytes \xe4\xbd\n");
     b.expect_msg(&a.nick.clone(), "bad \u{FFFD}\u{FFFD} bytes \u{FFFD}");
     a.send_raw(b"\x1b[2J\x1b]0;pwned\x07clear\n");
     let got = b.expect("the escaped line", |l| l.contains("clear"));

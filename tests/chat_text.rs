@@ -244,10 +244,26 @@ fn pieces(port: u16, steps: &[(&str, f64)]) -> Vec<u8> {
     python(PIECES, &args)
 }
 
+/// What a plain client received without the server's telnet answers (`IAC verb option`), which
+/// come between lines.
+fn without_telnet(received: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(received.len());
+    let mut i = 0;
+    while i < received.len() {
+        if received[i] == 0xff {
+            i += 3;
+        } else {
+            out.push(received[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// The messages of `nick` in what a plain client received.
 fn said_by(received: &[u8], nick: &str) -> Vec<String> {
     let want = format!("<{nick}> ");
-    String::from_utf8_lossy(received)
+    String::from_utf8_lossy(&without_telnet(received))
         .split("\r\n")
         .filter(|l| is_message(l))
         .filter_map(|l| body(l).strip_prefix(&want).map(str::to_string))
@@ -369,6 +385,7 @@ fn backspace_and_telnet_commands_for_gbk_clients() {
             ),
         ],
     );
+    let got = without_telnet(&got);
     let (text, _, _) = encoding_rs::GBK.decode(&got);
     let said: Vec<String> = text
         .split("\r\n")

@@ -129,8 +129,9 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub announce_max: usize,
 
-    /// Input without a newline becomes a message after this pause (for clients that send() a
-    /// message with no newline and wait)
+    /// Input without a newline becomes a message after this pause, for clients that have never
+    /// ended a line (those that send() a message with no newline and wait); for the others it is
+    /// a line still arriving
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
     pub line_pause: Duration,
 
