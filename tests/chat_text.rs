@@ -287,15 +287,32 @@ fn the_pause_rule_is_only_for_clients_that_never_sent_a_newline() {
         String::from_utf8_lossy(&got)
     );
 
+    // A telnet client, which may send a key at a time, from its first line on.
+    let got = pieces(
+        server.port(),
+        &[("\\xff\\xfb\\x1fhel", 0.6), ("lo\\r\\n", 0.5)],
+    );
+    assert_eq!(said_by(&got, &welcome_nick(&got)), ["hello"]);
+
     // The tutorial client: send() without a newline, then recv().
     let got = pieces(server.port(), &[("first message", 1.0), ("second", 1.0)]);
-    let text = String::from_utf8_lossy(&got);
-    let nick = text
-        .lines()
+    assert_eq!(
+        said_by(&got, &welcome_nick(&got)),
+        ["first message", "second"],
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// The nick the welcome in `received` gives.
+fn welcome_nick(received: &[u8]) -> String {
+    let received = without_telnet(received);
+    let text = String::from_utf8_lossy(&received);
+    text.lines()
         .find_map(|l| l.strip_prefix("-!- Welcome to sockit chat, "))
         .and_then(|r| r.split('!').next())
-        .unwrap_or_else(|| panic!("no welcome: {text}"));
-    assert_eq!(said_by(&got, nick), ["first message", "second"], "{text}");
+        .unwrap_or_else(|| panic!("no welcome: {text}"))
+        .to_string()
 }
 
 /// What telnet sends, as bytes: option negotiation (answered with refusals, and the timing mark

@@ -87,7 +87,8 @@ pub struct LineDecoder {
     scanned: usize,
     /// Buffer length when `Partial` was last reported, so it is reported once per arrival.
     reported: usize,
-    /// Whether the client has ever ended a line: then unterminated input is only a line still
+    /// Whether the client is known to end its lines — it has ended one, or spoken telnet, which
+    /// always does (and may send a key at a time): then unterminated input is only a line still
     /// arriving, and the pause rule is not for it.
     terminated: bool,
     /// How much of the buffer has been through [`LineDecoder::cook`] (telnet and editing).
@@ -157,7 +158,10 @@ impl LineDecoder {
             let b = buf[r];
             match self.telnet {
                 Telnet::Data => match b {
-                    IAC => self.telnet = Telnet::Iac,
+                    IAC => {
+                        self.telnet = Telnet::Iac;
+                        self.terminated = true;
+                    }
                     BS | DEL if self.editing.is_some() => w = self.erase_char(buf, w),
                     // Telnet's bare carriage return (CR NUL) ends a line as CR LF does.
                     0 if w > self.line_start && buf[w - 1] == b'\r' => {
@@ -509,6 +513,14 @@ mod tests {
             d.decode(&mut buf).unwrap(),
             Some(Input::Line(BytesMut::from("hello")))
         );
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        // Telnet ends its lines, even when it sends a key at a time.
+        let mut d = LineDecoder::new(10, 100);
+        let mut buf = BytesMut::from(&b"\xff\xfb\x1fh"[..]);
+        assert!(matches!(
+            d.decode(&mut buf).unwrap(),
+            Some(Input::Answer(_))
+        ));
         assert_eq!(d.decode(&mut buf).unwrap(), None);
     }
 

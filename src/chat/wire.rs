@@ -159,6 +159,8 @@ pub(crate) fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blanks = String::new();
     let mut run = 0;
+    // Whether the run of tag characters being read is a flag's (decided once per run).
+    let mut flag_tags = false;
     for (i, &(c, inside)) in chars.iter().enumerate() {
         if is_blank(c) {
             blanks.push(if c == '\t' { ' ' } else { c });
@@ -183,7 +185,12 @@ pub(crate) fn sanitize(text: &str) -> String {
             c if is_variation_selector(c) => {
                 prev.is_some_and(|p| !is_invisible(p) && !is_variation_selector(p))
             }
-            c if is_tag(c) => in_flag_sequence(&chars, i),
+            c if is_tag(c) => {
+                if !prev.is_some_and(is_tag) {
+                    flag_tags = prev == Some('\u{1F3F4}') && flag_tags_end(&chars[i..]);
+                }
+                flag_tags
+            }
             c => !is_invisible(c),
         };
         out.push(if keep { c } else { '\u{FFFD}' });
@@ -214,16 +221,14 @@ fn is_tag(c: char) -> bool {
     matches!(c, '\u{E0020}'..='\u{E007F}')
 }
 
-/// Whether the tag character at `i` is in a flag's tag sequence: right after 🏴 (U+1F3F4), ended by
-/// the cancel tag U+E007F.
-fn in_flag_sequence(chars: &[(char, bool)], i: usize) -> bool {
-    let start = chars[..i].iter().rposition(|(c, _)| !is_tag(*c));
-    let ends = chars[i..]
+/// Whether the run of tag characters that `chars` starts with ends with the cancel tag U+E007F, as
+/// a flag's does (🏴 + tags + cancel tag).
+fn flag_tags_end(chars: &[(char, bool)]) -> bool {
+    chars
         .iter()
         .take_while(|(c, _)| is_tag(*c))
         .last()
-        .is_some_and(|(c, _)| *c == '\u{E007F}');
-    ends && start.is_some_and(|s| chars[s].0 == '\u{1F3F4}')
+        .is_some_and(|(c, _)| *c == '\u{E007F}')
 }
 
 /// Whether a zero-width non-joiner between `before` (the line so far) and `next` stands between two
