@@ -149,11 +149,16 @@ const MAX_BLANKS: usize = 3;
 pub(crate) fn sanitize(text: &str) -> String {
     let text = text.trim_end_matches(['\r', '\n']);
     // Each character, and whether more of its grapheme cluster follows it.
+    // (Only joiners ask; ASCII has none, and most lines are ASCII.)
     let mut chars: Vec<(char, bool)> = Vec::with_capacity(text.len());
-    for g in text.graphemes(true) {
-        let mut it = g.chars().peekable();
-        while let Some(c) = it.next() {
-            chars.push((c, it.peek().is_some()));
+    if text.is_ascii() {
+        chars.extend(text.chars().map(|c| (c, false)));
+    } else {
+        for g in text.graphemes(true) {
+            let mut it = g.chars().peekable();
+            while let Some(c) = it.next() {
+                chars.push((c, it.peek().is_some()));
+            }
         }
     }
     let mut out = String::with_capacity(text.len());
