@@ -122,7 +122,7 @@ fn tutorial(port: u16, encoding: &str, msgs: &[&str]) -> (String, Vec<String>) {
     assert_eq!(recvs.len(), msgs.len() + 1, "{out}");
     let welcome = recvs.remove(0);
     let nick = welcome
-        .strip_prefix("* Welcome to sockit chat, ")
+        .strip_prefix("-!- Welcome to sockit chat, ")
         .and_then(|r| r.split('!').next())
         .unwrap_or_else(|| panic!("first recv is not the welcome: {welcome:?}"))
         .to_string();
@@ -154,16 +154,16 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
     ann.send("/nick ann");
     let old = ann.nick.clone();
     ann.expect("nick change", |l| {
-        body(l) == format!("* {old} is now known as ann")
+        body(l) == format!("-!- {old} is now known as ann")
     });
     cat.expect("ann's nick change seen by others", |l| {
-        body(l) == format!("* {old} is now known as ann")
+        body(l) == format!("-!- {old} is now known as ann")
     });
     ann.nick = "ann".into();
     let old = bob.nick.clone();
     bob.send("/nick bob");
     cat.expect("bob's nick change", |l| {
-        body(l) == format!("* {old} is now known as bob")
+        body(l) == format!("-!- {old} is now known as bob")
     });
     bob.nick = "bob".into();
 
@@ -176,13 +176,13 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
         ("9lives", "may not start"),
     ] {
         bob.send(&format!("/nick {bad}"));
-        let err = bob.expect("a nick error", |l| l.starts_with("! "));
+        let err = bob.expect("a nick error", |l| l.starts_with("-!- error: "));
         assert!(err.contains(why), "/nick {bad}: {err}");
     }
     // Exactly --max-nick characters is fine.
     bob.send("/nick bobbybob");
     cat.expect("8-character nick", |l| {
-        body(l) == "* bob is now known as bobbybob"
+        body(l) == "-!- bob is now known as bobbybob"
     });
     bob.nick = "bobbybob".into();
 
@@ -204,7 +204,7 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
     );
     ann.send("/msg nobody hi");
     ann.expect("no such nick", |l| {
-        l.starts_with("! ") && l.contains("nobody")
+        l.starts_with("-!- error: ") && l.contains("nobody")
     });
 
     // /me, /who, /rooms, /help, /history.
@@ -213,32 +213,34 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
         is_stamped(l) && body(l) == format!("* {} waves", cat.nick)
     });
     cat.send("/who");
-    let who = cat.expect("who", |l| l.starts_with("* in #lobby (3): "));
+    let who = cat.expect("who", |l| l.starts_with("-!- in #lobby (3): "));
     for n in ["ann", "bobbybob", &cat.nick] {
         assert!(who.contains(n), "{who}");
     }
     cat.send("/help");
-    cat.expect("help", |l| l == "* Commands:");
+    cat.expect("help", |l| l == "-!- Commands:");
     cat.expect("help lists /msg", |l| l.contains("/msg NICK TEXT"));
     cat.send("/history");
     cat.expect("history header", |l| {
-        l.starts_with("* last ") && l.contains("#lobby")
+        l.starts_with("-!- last ") && l.contains("#lobby")
     });
     cat.expect("history holds ann's message", |l| {
         body(l) == "<ann> after the secret"
     });
-    cat.expect("history end", |l| l == "* end of history");
+    cat.expect("history end", |l| l == "-!- end of history");
     cat.send("/frobnicate");
-    cat.expect("unknown command", |l| l.starts_with("! unknown command"));
+    cat.expect("unknown command", |l| {
+        l.starts_with("-!- error: unknown command")
+    });
 
     // /join moves ann: lobby sees her leave, #dev exists with one member.
     ann.send("/join #dev");
-    ann.expect("join #dev", |l| body(l) == "* ann joined #dev");
+    ann.expect("join #dev", |l| body(l) == "-!- ann joined #dev");
     cat.expect("ann left the lobby", |l| {
-        body(l) == "* ann left #lobby (went to #dev)"
+        body(l) == "-!- ann left #lobby (went to #dev)"
     });
     cat.send("/rooms");
-    cat.expect("rooms", |l| l == "* rooms: #lobby (2), #dev (1)");
+    cat.expect("rooms", |l| l == "-!- rooms: #lobby (2), #dev (1)");
     cat.send("room talk");
     ann.send("dev talk");
     ann.expect_msg("ann", "dev talk");
@@ -250,25 +252,25 @@ fn commands_private_messages_nicks_rooms_and_leaving() {
 
     // /quit: goodbye, then closed at once; the room sees the reason.
     bob.send("/quit bye now");
-    bob.expect("goodbye", |l| l == "* goodbye");
+    bob.expect("goodbye", |l| l == "-!- goodbye");
     let (rest, _) = bob.expect_closed(Duration::from_secs(3));
     assert!(rest.is_empty(), "lines after goodbye: {rest:?}");
     cat.expect("bob's leave", |l| {
-        body(l) == "* bobbybob left #lobby (bye now)"
+        body(l) == "-!- bobbybob left #lobby (bye now)"
     });
     cat.send("/who");
-    let who = cat.expect("who after quit", |l| l.starts_with("* in #lobby"));
-    assert_eq!(who, format!("* in #lobby (1): {}", cat.nick));
+    let who = cat.expect("who after quit", |l| l.starts_with("-!- in #lobby"));
+    assert_eq!(who, format!("-!- in #lobby (1): {}", cat.nick));
 
     // A dropped connection is announced too.
     let dan = Peer::joined(addr);
     let dan_nick = dan.nick.clone();
     cat.expect("dan joined", |l| {
-        body(l) == format!("* {dan_nick} joined #lobby")
+        body(l) == format!("-!- {dan_nick} joined #lobby")
     });
     drop(dan);
     cat.expect("dan's leave", |l| {
-        body(l) == format!("* {dan_nick} left #lobby")
+        body(l) == format!("-!- {dan_nick} left #lobby")
     });
 }
 
@@ -303,10 +305,10 @@ fn history_survives_restart_and_kill_9() {
     });
     b.wait_join("lobby");
     b.send("/history 5");
-    b.expect("history header", |l| l == "* last 2 messages of #lobby:");
+    b.expect("history header", |l| l == "-!- last 2 messages of #lobby:");
     b.expect("history 1", |l| body(l).ends_with("> first words"));
     b.expect("history 2", |l| body(l).ends_with("> second words"));
-    b.expect("history end", |l| l == "* end of history");
+    b.expect("history end", |l| l == "-!- end of history");
 
     // kill -9 right after a message reached a client: it must be in history after a restart.
     b.send("said just before the crash");
@@ -318,7 +320,7 @@ fn history_survives_restart_and_kill_9() {
     let server = Chat::start(&args);
     let mut c = Peer::joined(server.addr());
     c.send("/history");
-    c.expect("history header", |l| l.starts_with("* last 3 messages"));
+    c.expect("history header", |l| l.starts_with("-!- last 3 messages"));
     c.expect("the message said before the crash", |l| {
         body(l).ends_with("> said just before the crash")
     });
@@ -349,7 +351,7 @@ fn slow_consumer_is_dropped_and_the_rest_get_everything() {
     let n = slow.read(&mut first).unwrap();
     let welcome = String::from_utf8_lossy(&first[..n]).into_owned();
     let slow_nick = welcome
-        .strip_prefix("* Welcome to sockit chat, ")
+        .strip_prefix("-!- Welcome to sockit chat, ")
         .and_then(|r| r.split('!').next())
         .unwrap_or_else(|| panic!("no welcome: {welcome:?}"))
         .to_string();
@@ -363,7 +365,7 @@ fn slow_consumer_is_dropped_and_the_rest_get_everything() {
     let sender = peers[0].nick.clone();
     // The slow client joined before every reader (its join went out with its welcome).
     peers[0].send("/who");
-    let who = peers[0].expect("who", |l| l.starts_with("* in #lobby (51): "));
+    let who = peers[0].expect("who", |l| l.starts_with("-!- in #lobby (51): "));
     assert!(who.contains(&slow_nick), "{who}");
 
     // Stream messages in chunks, each chunk sent once the previous one came back to the sender
@@ -371,7 +373,7 @@ fn slow_consumer_is_dropped_and_the_rest_get_everything() {
     // readers' lines are checked as they come, so the test holds little in memory.
     const CHUNK: usize = 16;
     let pad = "x".repeat(3000);
-    let kicked = format!("* {slow_nick} left #lobby (");
+    let kicked = format!("-!- {slow_nick} left #lobby (");
     let mut sent = 0usize;
     let mut got = vec![0usize; peers.len()];
     let mut reason = None;
@@ -489,7 +491,7 @@ fn endless_line_is_cut_off_without_memory_growth() {
         }
     });
     flooder.expect("the flood error", |l| {
-        l.starts_with("! disconnected: more than") && l.contains("without a newline")
+        l.starts_with("-!- error: disconnected: more than") && l.contains("without a newline")
     });
     let (rest, _) = flooder.expect_closed(WAIT);
     assert!(rest.iter().all(|l| !l.contains("xxxx")), "{rest:?}");
@@ -502,7 +504,7 @@ fn endless_line_is_cut_off_without_memory_growth() {
     );
 
     other.expect("the flooder's leave", |l| {
-        body(l) == format!("* {} left #lobby (flooded)", flooder.nick)
+        body(l) == format!("-!- {} left #lobby (flooded)", flooder.nick)
     });
     other.send("still here");
     other.expect_msg(&other.nick.clone(), "still here");
@@ -519,7 +521,7 @@ fn line_too_long_is_refused_and_exact_limit_accepted() {
 
     a.send(&"L".repeat(101));
     a.expect("too long", |l| {
-        l == "! line too long (the limit is 100 bytes); it was not sent"
+        l == "-!- error: line too long (the limit is 100 bytes); it was not sent"
     });
     let exact = "E".repeat(100);
     a.send_raw(format!("{exact}\r\n").as_bytes());
@@ -535,7 +537,9 @@ fn line_too_long_is_refused_and_exact_limit_accepted() {
     thread::sleep(Duration::from_millis(20));
     a.send_raw(&[b'P'; 80]);
     a.send_raw(b"\nafter\n");
-    a.expect("too long in pieces", |l| l.starts_with("! line too long"));
+    a.expect("too long in pieces", |l| {
+        l.starts_with("-!- error: line too long")
+    });
     b.expect_msg(&a.nick.clone(), "after");
     assert!(!b.seen.iter().any(|l| l.contains("PPPP")));
 }
@@ -564,7 +568,7 @@ fn rate_limit_delays_a_burst_and_loses_nothing() {
     }
     let told = a.seen.iter().filter(|l| l.contains("slowing down")).count();
     assert_eq!(told, 1, "{:?}", a.seen);
-    assert!(!a.seen.iter().any(|l| l.starts_with('!')), "{:?}", a.seen);
+    assert!(!a.seen.iter().any(|l| l.contains("error:")), "{:?}", a.seen);
 }
 
 /// A paste of 20 lines at the default limits (5/s, bursts of 10) arrives whole, in order.
@@ -587,7 +591,8 @@ fn invalid_utf8_and_escapes_are_replaced() {
     let addr = server.addr();
     let mut a = Peer::joined(addr);
     let mut b = Peer::joined(addr);
-    a.send_raw(b"bad \xff\xfe bytes \xe4\xbd\n");
+    // (Not 0xFF: that begins a telnet command.)
+    a.send_raw(b"bad \xfe\x80 bytes \xe4\xbd\n");
     b.expect_msg(&a.nick.clone(), "bad \u{FFFD}\u{FFFD} bytes \u{FFFD}");
     a.send_raw(b"\x1b[2J\x1b]0;pwned\x07clear\n");
     let got = b.expect("the escaped line", |l| l.contains("clear"));
@@ -669,20 +674,20 @@ fn connection_limit_idle_timeout_motd_and_deny() {
     let mut a = Peer::tcp_raw(addr);
     let welcome = a.welcome();
     let next = a.next_line(WAIT).unwrap().unwrap();
-    assert_eq!(next, "* be excellent to each other", "after {welcome:?}");
+    assert_eq!(next, "-!- be excellent to each other", "after {welcome:?}");
     a.wait_join("lobby");
     let mut b = Peer::joined(addr);
 
     let mut c = Peer::tcp_raw(addr);
     let (lines, _) = c.expect_closed(WAIT);
-    assert_eq!(lines, ["! the server is full; try again later"]);
+    assert_eq!(lines, ["-!- error: the server is full; try again later"]);
 
     // Idle clients are told and disconnected; the room hears why. a keeps talking to stay.
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         a.send("keepalive");
         a.expect_msg(&a.nick.clone(), "keepalive");
-        if b.closed.is_some() || b.seen.iter().any(|l| l.starts_with("! ")) {
+        if b.closed.is_some() || b.seen.iter().any(|l| l.starts_with("-!- error: ")) {
             break;
         }
         let _ = b.lines_for(Duration::from_millis(300));
@@ -690,12 +695,12 @@ fn connection_limit_idle_timeout_motd_and_deny() {
     assert!(
         b.seen
             .iter()
-            .any(|l| l == "! disconnected: idle for too long"),
+            .any(|l| l == "-!- error: disconnected: idle for too long"),
         "{:?}",
         b.seen
     );
     b.expect_closed(WAIT);
-    let leave = format!("* {} left #lobby (idle timeout)", b.nick);
+    let leave = format!("-!- {} left #lobby (idle timeout)", b.nick);
     if !a.seen.iter().any(|l| body(l) == leave) {
         a.expect("b's leave", |l| body(l) == leave);
     }
@@ -705,11 +710,11 @@ fn connection_limit_idle_timeout_motd_and_deny() {
     loop {
         let mut d = Peer::tcp_raw(addr);
         let first = d.next_line(WAIT).unwrap().expect("a first line");
-        if first.starts_with("* Welcome to sockit chat, ") {
-            d.expect("motd", |l| l == "* be excellent to each other");
+        if first.starts_with("-!- Welcome to sockit chat, ") {
+            d.expect("motd", |l| l == "-!- be excellent to each other");
             break;
         }
-        assert_eq!(first, "! the server is full; try again later");
+        assert_eq!(first, "-!- error: the server is full; try again later");
         assert!(Instant::now() < deadline, "the slot was never freed");
         thread::sleep(Duration::from_millis(50));
     }
@@ -734,7 +739,7 @@ fn sigterm_says_goodbye_and_exits() {
     server.signal(libc::SIGTERM);
     for (i, p) in peers.iter_mut().enumerate() {
         p.expect("the shutdown notice", |l| {
-            l == "* the server is shutting down; goodbye"
+            l == "-!- the server is shutting down; goodbye"
         });
         if i == nc_index {
             // nc exits once both the server and its stdin are done; it stays if the server
@@ -886,7 +891,7 @@ fn write_timeout_drops_a_client_whose_socket_stays_full() {
     let n = stuck.read(&mut first).unwrap();
     let welcome = String::from_utf8_lossy(&first[..n]).into_owned();
     let stuck_nick = welcome
-        .strip_prefix("* Welcome to sockit chat, ")
+        .strip_prefix("-!- Welcome to sockit chat, ")
         .and_then(|r| r.split('!').next())
         .unwrap_or_else(|| panic!("no welcome: {welcome:?}"))
         .to_string();
@@ -900,7 +905,7 @@ fn write_timeout_drops_a_client_whose_socket_stays_full() {
     for i in 0..3000 {
         talker.send(&format!("{i} {pad}"));
     }
-    let left = format!("* {stuck_nick} left #lobby (");
+    let left = format!("-!- {stuck_nick} left #lobby (");
     let line = talker.expect("the stuck client's leave", |l| l.contains(&left));
     assert!(line.contains("could not keep up"), "{line}");
     // The talker was never harmed.

@@ -533,7 +533,8 @@ fn terminal_client_shows_the_room_and_keeps_the_input_line() {
         s.0.contains("client exited rc=0")
     });
     assert!(!screen.0.contains("<bob>"), "{}", screen.0);
-    bob.out.expect("* ann left #lobby", Duration::from_secs(10));
+    bob.out
+        .expect("-!- ann left #lobby", Duration::from_secs(10));
 }
 
 #[test]
@@ -583,5 +584,5 @@ fn terminal_client_reconnects_after_the_server_restarts() {
         s.0.contains("client exited rc=0")
     });
     bob.out
-        .expect("* ann left #lobby (bye all)", Duration::from_secs(10));
+        .expect("-!- ann left #lobby (bye all)", Duration::from_secs(10));
 }

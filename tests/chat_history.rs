@@ -115,9 +115,9 @@ fn each_room_keeps_at_most_max_rows() {
     a.send("/join lobby");
     a.wait_join("lobby");
     a.send("/history 1000");
-    let header = a.expect("history header", |l| l.starts_with("* last "));
+    let header = a.expect("history header", |l| l.starts_with("-!- last "));
     let shown: usize = header
-        .trim_start_matches("* last ")
+        .trim_start_matches("-!- last ")
         .split(' ')
         .next()
         .unwrap()
@@ -156,7 +156,7 @@ fn messages_older_than_max_age_are_deleted_even_when_idle() {
         b.seen
     );
     b.send("/history");
-    b.expect("empty history", |l| l == "* last 0 messages of #lobby:");
+    b.expect("empty history", |l| l == "-!- last 0 messages of #lobby:");
 }
 
 /// A message of 1000 bytes that are not UTF-8 is stored in about 1000 bytes, not as 3000 bytes of
@@ -169,7 +169,8 @@ fn invalid_utf8_is_stored_compactly_and_shown_unchanged() {
     let server = Chat::start(&args);
     let mut a = Peer::joined(server.addr());
     let mut b = Peer::joined(server.addr());
-    let mut line = vec![0xffu8; 1000];
+    // 0xFE, not 0xFF: that begins a telnet command.
+    let mut line = vec![0xfeu8; 1000];
     line.push(b'\n');
     a.send_raw(&line);
     let shown = "\u{FFFD}".repeat(1000);
@@ -199,7 +200,7 @@ fn invalid_utf8_is_stored_compactly_and_shown_unchanged() {
     });
     c.wait_join("lobby");
     c.send("/history 2");
-    c.expect("history header", |l| l == "* last 2 messages of #lobby:");
+    c.expect("history header", |l| l == "-!- last 2 messages of #lobby:");
     c.expect("history 1", |l| body(l).ends_with(&shown));
 }
 
@@ -368,7 +369,7 @@ fn history_replies_never_exceed_the_askers_budget() {
     // Meanwhile another client gets normal service.
     let mut other = Peer::joined(addr);
     other.send("/history 3");
-    other.expect("other's history", |l| l == "* last 3 messages of #lobby:");
+    other.expect("other's history", |l| l == "-!- last 3 messages of #lobby:");
     other.send("still served");
     other.expect_msg(&other.nick.clone(), "still served");
 
@@ -531,11 +532,11 @@ fn a_full_disk_keeps_the_chat_going_and_saving_resumes() {
     let server = Chat::start(&args);
     let mut c = Peer::joined(server.addr());
     c.send("/history 50");
-    c.expect("history header", |l| l.starts_with("* last "));
+    c.expect("history header", |l| l.starts_with("-!- last "));
     let mut texts = Vec::new();
     loop {
         let l = c.expect("history lines", |_| true);
-        if l == "* end of history" {
+        if l == "-!- end of history" {
             break;
         }
         texts.push(body(&l).to_string());
@@ -587,9 +588,9 @@ fn history_is_read_when_the_server_cannot_open_files() {
     );
     a.send("/history 30");
     let header = a.expect("the history reply", |l| {
-        l.starts_with("* last ") || l.contains("not available")
+        l.starts_with("-!- last ") || l.contains("not available")
     });
-    assert_eq!(header, "* last 30 messages of #lobby:", "{:?}", a.seen);
+    assert_eq!(header, "-!- last 30 messages of #lobby:", "{:?}", a.seen);
     a.expect_msg(&nick, "m0");
     drop(crowd);
 }

@@ -1,5 +1,9 @@
 //! Parsing what a client typed: a message, or one of the slash commands.
 
+use unicode_normalization::char::is_combining_mark;
+
+use super::names;
+
 /// One line of client input, understood.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -71,38 +75,59 @@ impl<'a> Command<'a> {
     }
 }
 
-/// Checks a nick: 1 to `max` characters, letters (any script), digits, and `_ - . [ ] { } | ^`,
-/// not starting with a digit or `-`.
+/// Checks a nick: 1 to `max` characters, letters (any script, with the combining marks it writes
+/// with), digits, and `_ - . [ ] { } | ^`, not starting with a digit or `-`; nothing invisible and
+/// no mixing of scripts (see [`names::check`]). Nicks that look alike are one nick to the hub.
 pub fn check_nick(nick: &str, max: usize) -> Result<(), String> {
     let len = nick.chars().count();
     if len == 0 || len > max {
         return Err(format!("a nick is 1 to {max} characters long"));
     }
-    let allowed = |c: char| c.is_alphanumeric() || "_-.[]{}|^".contains(c);
+    let allowed = |c: char| c.is_alphanumeric() || is_combining_mark(c) || "_-.[]{}|^".contains(c);
     if !nick.chars().all(allowed) {
         return Err("a nick may contain letters, digits and _ - . [ ] { } | ^ only".into());
     }
     if nick.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
         return Err("a nick may not start with a digit or -".into());
     }
-    Ok(())
+    names::check(nick, "a nick")
 }
 
-/// Checks and normalises a room name: an optional leading `#`, 1 to 32 letters, digits, `_ - .`;
-/// case-insensitive (stored lower-case).
+/// Checks and normalises a room name: an optional leading `#`, 1 to 32 letters (with their
+/// combining marks), digits, `_ - .`, checked like nicks ([`names::check`]), and returned in its
+/// canonical form ([`names::room_key`]): case, fullwidth and other compatibility forms, and names
+/// made only of lookalikes of Latin letters all lead to one room.
+///
+/// Rooms are keyed and shown by this form. A room's key could instead be its skeleton, as nicks'
+/// are, but the skeleton is not for showing (`room1` would read `rooml`), and the hub keeps one
+/// name per room; so whatever remains distinct after canonicalising is visibly distinct, or
+/// refused by the checks.
 pub fn room_name(text: &str) -> Result<String, String> {
     let name = text.strip_prefix('#').unwrap_or(text);
+    let too_long = || "a room name is 1 to 32 characters long".to_string();
     let len = name.chars().count();
     if len == 0 || len > 32 {
-        return Err("a room name is 1 to 32 characters long".into());
+        return Err(too_long());
     }
     if !name
         .chars()
-        .all(|c| c.is_alphanumeric() || "_-.".contains(c))
+        .all(|c| c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c))
     {
         return Err("a room name may contain letters, digits and _ - . only".into());
     }
-    Ok(name.to_lowercase())
+    names::check(name, "a room name")?;
+    let key = names::room_key(name);
+    // Compatibility forms can expand (one ligature is 18 letters).
+    let len = key.chars().count();
+    if len == 0
+        || len > 32
+        || !key
+            .chars()
+            .all(|c| c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c))
+    {
+        return Err(too_long());
+    }
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{Local, TimeZone};
 use serde::Serialize;
 
-use super::wire::Format;
+use super::wire::{Format, SERVER_MARK};
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -208,18 +208,21 @@ impl Batch {
     }
 }
 
-/// What an event says, without the time: `<ann> hi`, `* ann waves`, `* bob joined #lobby`. Shared
-/// by the server's plain rendering and sockit's own clients, so both show events the same way.
+/// What an event says, without the time: `<ann> hi`, `* ann waves`, `-!- bob joined #lobby`. Shared
+/// by the server's plain rendering and sockit's own clients, so both show events the same way. What
+/// the server says (joins, leaves, nick changes, notices) begins with [`SERVER_MARK`], which no
+/// user's message or action can.
 pub fn describe(kind: Kind, nick: &str, room: &str, target: &str, text: &str) -> String {
+    let m = SERVER_MARK;
     match kind {
         Kind::Message => format!("<{nick}> {text}"),
         Kind::Action => format!("* {nick} {text}"),
         Kind::Private => format!("*{nick} -> {target}* {text}"),
-        Kind::Join => format!("* {nick} joined #{room}"),
-        Kind::Leave if text.is_empty() => format!("* {nick} left #{room}"),
-        Kind::Leave => format!("* {nick} left #{room} ({text})"),
-        Kind::Nick => format!("* {nick} is now known as {target}"),
-        Kind::Notice => format!("* {text}"),
+        Kind::Join => format!("{m}{nick} joined #{room}"),
+        Kind::Leave if text.is_empty() => format!("{m}{nick} left #{room}"),
+        Kind::Leave => format!("{m}{nick} left #{room} ({text})"),
+        Kind::Nick => format!("{m}{nick} is now known as {target}"),
+        Kind::Notice => format!("{m}{text}"),
     }
 }
 

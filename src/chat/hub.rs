@@ -228,7 +228,7 @@ pub struct AddrPolicy {
 pub struct TooManyRooms(pub usize);
 
 fn fold(nick: &str) -> String {
-    nick.to_lowercase()
+    super::names::fold(nick)
 }
 
 impl Shared {
@@ -433,7 +433,7 @@ impl ChatHub {
         let mut n = id;
         let nick: Arc<str> = loop {
             let candidate = format!("guest{n}");
-            if !st.nicks.contains_key(&candidate) {
+            if !st.nicks.contains_key(&fold(&candidate)) {
                 break Arc::from(candidate);
             }
             n += 1;

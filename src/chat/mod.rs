@@ -12,6 +12,7 @@ mod command;
 pub mod event;
 pub mod hub;
 mod line;
+mod names;
 pub mod outbox;
 mod rate;
 pub mod sequencer;

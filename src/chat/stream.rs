@@ -1,7 +1,7 @@
 //! The line protocol over a byte stream (TCP, TLS, Unix): splitting input into bounded lines, the
 //! pause rule for unterminated input, and the writer task that sends a client's outbox.
 //!
-//! Data path: socket → [`LineDecoder`] (bounded) → [`Session`] (rate limit, command or message) →
+//! Data path: socket → [`LineDecoder`] (bounded; telnet answered and stripped) → [`Session`] (rate limit, command or message) →
 //! hub/sequencer; and hub → [`Outbox`] (bounded) → writer task → socket, all that is queued sent in
 //! one write.
 
@@ -16,7 +16,7 @@ use tokio_util::codec::FramedRead;
 
 use super::hub::ChatHub;
 use super::line::{Input, LineDecoder, LineError};
-use super::outbox::{Outbox, State};
+use super::outbox::{OutItem, Outbox, State};
 use super::session::{End, Session};
 use super::ChatSettings;
 use crate::net::{Conn, IdleTimer, Stream};
@@ -90,11 +90,9 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
     tracing::debug!(%peer, nick = s.nick(), "chat client connected");
     let writer = tokio::spawn(write_loop(writer, outbox.clone(), cfg.clone()));
 
-    let mut lines = FramedRead::with_capacity(
-        reader,
-        LineDecoder::new(cfg.max_line, cfg.flood_cutoff()),
-        READ_BUF,
-    );
+    let mut decoder = LineDecoder::new(cfg.max_line, cfg.flood_cutoff());
+    decoder.set_format(cfg.format);
+    let mut lines = FramedRead::with_capacity(reader, decoder, READ_BUF);
     let mut idle = IdleTimer::new(idle_timeout);
     let stopped = shutdown.cancelled();
     let ended = outbox.ended().clone();
@@ -158,6 +156,10 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
                     s.error(&format!("line too long (the limit is {} bytes); it was not sent", cfg.max_line));
                     continue;
                 }
+                Some(Ok(Input::Answer(telnet))) => {
+                    outbox.push(OutItem::Raw(telnet));
+                    continue;
+                }
                 Some(Ok(Input::Partial)) => {
                     idle.touch();
                     pause.as_mut().reset(tokio::time::Instant::now() + cfg.line_pause);
@@ -171,7 +173,10 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
                 }
             },
         };
-        match s.handle(&line).await {
+        let handled = s.handle(&line).await;
+        // The first line may have switched the client to JSON, where DEL is text.
+        lines.decoder_mut().set_format(outbox.format());
+        match handled {
             Ok(None) => {}
             Ok(Some(end)) => break end,
             Err(_) => break Session::hub_gone(shutdown.is_cancelled()),

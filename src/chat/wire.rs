@@ -5,6 +5,11 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use unicode_normalization::char::is_combining_mark;
+use unicode_script::{Script, UnicodeScript};
+use unicode_segmentation::UnicodeSegmentation;
+
+use super::names::is_invisible;
 
 /// The first line a structured client sends: `{"sockit":"chat","proto":"json", "nick":..,"room":..}`.
 #[derive(Debug, Deserialize)]
@@ -87,7 +92,7 @@ impl Format {
         Bytes::from(out)
     }
 
-    /// A reply only this client sees: informational (`* ...`) for plain clients, `{"type":kind,..}`
+    /// A reply only this client sees: `-!- ...` (`-!- error: ...`) for plain clients ([`server_line`]), `{"type":kind,..}`
     /// for JSON ones, where `extra` adds structured fields.
     pub fn reply(self, kind: &str, text: &str, extra: Option<serde_json::Value>) -> Bytes {
         match self {
@@ -102,27 +107,156 @@ impl Format {
                 bytes.push(b'\n');
                 Bytes::from(bytes)
             }
-            _ => {
-                let prefix = if kind == "error" { "! " } else { "* " };
-                self.encode_line(&format!("{prefix}{text}"))
-            }
+            _ => self.encode_line(&server_line(kind == "error", text)),
         }
     }
 }
 
-/// Replaces control characters (other than tab) so one client cannot send terminal escape sequences
-/// to everyone else's terminal, and trims the line ending.
+/// How every line the server itself says to a plain client begins (after the `[HH:MM:SS] ` stamp for
+/// events): replies, errors, and join, leave, nick and notice events. No user line can begin so:
+/// messages are `<nick> ...`, actions `* nick ...`, private messages `*nick -> nick* ...`, every one
+/// of them stamped, and user text cannot start a row of its own (see [`sanitize`]).
+pub const SERVER_MARK: &str = "-!- ";
+
+/// A reply or error as a plain client sees it: `-!- text`, `-!- error: text`.
+pub fn server_line(error: bool, text: &str) -> String {
+    if error {
+        format!("{SERVER_MARK}error: {text}")
+    } else {
+        format!("{SERVER_MARK}{text}")
+    }
+}
+
+/// Longest run of blanks (spaces, tabs, other Unicode spaces, the blank braille cell) kept as it is
+/// typed; a longer one becomes one space, so no run of blanks can push the text after it onto a
+/// row of its own, where it would pass for a line of its own (`<ann> hi` + 118 spaces +
+/// `[12:00:00] <bob> ...`). Three keeps the double spaces people type.
+const MAX_BLANKS: usize = 3;
+
+/// Cleans one line of user input: trims the line ending; replaces with U+FFFD what would act on
+/// others' screens rather than show (control characters, so no terminal escape sequences; bidi
+/// controls such as U+202E, which reorder the rest of the line; zero-width and other invisible
+/// characters such as U+200B and the Hangul fillers, which hide text or make one word look like
+/// another; the line and paragraph separators U+2028/U+2029, which break lines in some clients);
+/// and collapses long runs of blanks ([`MAX_BLANKS`]), tabs becoming spaces.
+///
+/// Kept, because text needs them and they join only what is visible: a zero-width joiner inside
+/// one grapheme cluster (emoji sequences such as 👩‍💻, Indic conjuncts), a zero-width non-joiner
+/// between two letters of a script that uses it (Persian, Indic scripts; not Latin, Greek,
+/// Cyrillic, where it only hides), a variation selector right after a visible character (❤️; a
+/// second one would carry hidden data), and the tag characters of a flag sequence (🏴 + tags +
+/// cancel tag; elsewhere they smuggle invisible ASCII).
 pub(crate) fn sanitize(text: &str) -> String {
-    text.trim_end_matches(['\r', '\n'])
-        .chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{FFFD}'
-            } else {
-                c
+    let text = text.trim_end_matches(['\r', '\n']);
+    // Each character, and whether more of its grapheme cluster follows it.
+    // (Only joiners ask; ASCII has none, and most lines are ASCII.)
+    let mut chars: Vec<(char, bool)> = Vec::with_capacity(text.len());
+    if text.is_ascii() {
+        chars.extend(text.chars().map(|c| (c, false)));
+    } else {
+        for g in text.graphemes(true) {
+            let mut it = g.chars().peekable();
+            while let Some(c) = it.next() {
+                chars.push((c, it.peek().is_some()));
             }
-        })
-        .collect()
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut blanks = String::new();
+    let mut run = 0;
+    // Whether the run of tag characters being read is a flag's (decided once per run).
+    let mut flag_tags = false;
+    for (i, &(c, inside)) in chars.iter().enumerate() {
+        if is_blank(c) {
+            blanks.push(if c == '\t' { ' ' } else { c });
+            run += 1;
+            continue;
+        }
+        if run > 0 {
+            if run > MAX_BLANKS {
+                out.push(' ');
+            } else {
+                out.push_str(&blanks);
+            }
+            blanks.clear();
+            run = 0;
+        }
+        let prev = i.checked_sub(1).map(|p| chars[p].0);
+        let next = chars.get(i + 1).map(|n| n.0);
+        let keep = match c {
+            '\u{2028}' | '\u{2029}' => false,
+            ZWJ => inside && next.is_some_and(|n| !is_combining_mark(n) && !is_invisible(n)),
+            ZWNJ => joins_letters(&chars[..i], next),
+            c if is_variation_selector(c) => {
+                prev.is_some_and(|p| !is_invisible(p) && !is_variation_selector(p))
+            }
+            c if is_tag(c) => {
+                if !prev.is_some_and(is_tag) {
+                    flag_tags = prev == Some('\u{1F3F4}') && flag_tags_end(&chars[i..]);
+                }
+                flag_tags
+            }
+            c => !is_invisible(c),
+        };
+        out.push(if keep { c } else { '\u{FFFD}' });
+    }
+    if run > MAX_BLANKS {
+        out.push(' ');
+    } else {
+        out.push_str(&blanks);
+    }
+    out
+}
+
+const ZWJ: char = '\u{200D}';
+const ZWNJ: char = '\u{200C}';
+
+/// Whether `c` shows as empty space. Line and paragraph separators are not blanks but breaks.
+fn is_blank(c: char) -> bool {
+    c == '\t'
+        || c == '\u{2800}'
+        || (c.is_whitespace() && !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}'))
+}
+
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' | '\u{180B}'..='\u{180D}' | '\u{180F}')
+}
+
+fn is_tag(c: char) -> bool {
+    matches!(c, '\u{E0020}'..='\u{E007F}')
+}
+
+/// Whether the run of tag characters that `chars` starts with ends with the cancel tag U+E007F, as
+/// a flag's does (🏴 + tags + cancel tag).
+fn flag_tags_end(chars: &[(char, bool)]) -> bool {
+    chars
+        .iter()
+        .take_while(|(c, _)| is_tag(*c))
+        .last()
+        .is_some_and(|(c, _)| *c == '\u{E007F}')
+}
+
+/// Whether a zero-width non-joiner between `before` (the line so far) and `next` stands between two
+/// letters of one script that writes with it: the letter before (skipping its combining marks) and
+/// the one after share a script other than Latin, Greek, Cyrillic or the common ones.
+fn joins_letters(before: &[(char, bool)], next: Option<char>) -> bool {
+    let Some(next) = next else { return false };
+    let Some(&(prev, _)) = before.iter().rev().find(|(c, _)| !is_combining_mark(*c)) else {
+        return false;
+    };
+    let script = prev.script();
+    prev.is_alphabetic()
+        && next.is_alphabetic()
+        && next.script() == script
+        && !matches!(
+            script,
+            Script::Latin
+                | Script::Greek
+                | Script::Cyrillic
+                | Script::Common
+                | Script::Inherited
+                | Script::Unknown
+        )
 }
 
 #[cfg(test)]
@@ -143,6 +277,45 @@ mod tests {
         assert_eq!(Format::Gbk.decode(&gbk).unwrap(), "你好");
         assert_eq!(Format::Json.decode(br#"{"text":"/who"}"#).unwrap(), "/who");
         assert!(Format::Json.decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn sanitize_neutralises_what_acts_instead_of_showing() {
+        assert_eq!(
+            sanitize("a\u{202e}b\u{200b}c\u{2028}d"),
+            "a\u{FFFD}b\u{FFFD}c\u{FFFD}d"
+        );
+        assert_eq!(sanitize("x\u{3164}y\u{feff}"), "x\u{FFFD}y\u{FFFD}");
+        // Joiners that join something visible stay; the others do not.
+        assert_eq!(sanitize("👩\u{200d}💻"), "👩\u{200d}💻");
+        assert_eq!(sanitize("a\u{200d}b"), "a\u{FFFD}b");
+        assert_eq!(sanitize("👩\u{200d}"), "👩\u{FFFD}");
+        assert_eq!(sanitize("می\u{200c}خواهم"), "می\u{200c}خواهم");
+        assert_eq!(sanitize("a\u{200c}b"), "a\u{FFFD}b");
+        assert_eq!(sanitize("❤\u{fe0f}"), "❤\u{fe0f}");
+        assert_eq!(sanitize("❤\u{fe0f}\u{fe0f}"), "❤\u{fe0f}\u{FFFD}");
+        let flag = "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}";
+        assert_eq!(sanitize(flag), flag);
+        assert_eq!(sanitize("a\u{e0041}\u{e007f}"), "a\u{FFFD}\u{FFFD}");
+    }
+
+    #[test]
+    fn sanitize_collapses_long_runs_of_blanks() {
+        assert_eq!(sanitize(&format!("a{}b", " ".repeat(118))), "a b");
+        assert_eq!(sanitize("a\tb"), "a b");
+        assert_eq!(sanitize("a   b  c"), "a   b  c");
+        assert_eq!(sanitize("a \u{3000}\u{a0}\u{2800}b"), "a b");
+        assert_eq!(sanitize("    indented"), " indented");
+        assert_eq!(sanitize("end    "), "end ");
+    }
+
+    #[test]
+    fn replies_carry_the_server_mark() {
+        assert_eq!(&Format::Utf8.reply("info", "hi", None)[..], b"-!- hi\r\n");
+        assert_eq!(
+            &Format::Utf8.reply("error", "no", None)[..],
+            b"-!- error: no\r\n"
+        );
     }
 
     #[test]

@@ -148,8 +148,9 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub announce_max: usize,
 
-    /// Input without a newline becomes a message after this pause (for clients that send() a
-    /// message with no newline and wait)
+    /// Input without a newline becomes a message after this pause, for clients that have never
+    /// ended a line (those that send() a message with no newline and wait); for the others it is
+    /// a line still arriving
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "250ms")]
     pub line_pause: Duration,
 
@@ -312,9 +313,14 @@ impl ChatArgs {
         if self.server.idle_timeout.is_none() {
             server.idle_timeout = Some(Duration::from_secs(3600));
         }
-        server.busy_message = Some("! the server is full; try again later\r\n".into());
-        server.addr_limit_message =
-            Some("! too many connections from your address; try again later\r\n".into());
+        // Said before any session exists, in the form of the server's other errors.
+        let refusal = |text: &str| -> bytes::Bytes {
+            format!("{}\r\n", sockit::chat::wire::server_line(true, text)).into()
+        };
+        server.busy_message = Some(refusal("the server is full; try again later"));
+        server.addr_limit_message = Some(refusal(
+            "too many connections from your address; try again later",
+        ));
         let settings = ChatSettings {
             max_line: self.max_line,
             rate: self.rate,

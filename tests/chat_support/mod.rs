@@ -149,10 +149,10 @@ impl Peer {
     /// Reads the welcome line and remembers the nick it gives.
     pub fn welcome(&mut self) -> String {
         let line = self.expect("the welcome line", |l| {
-            l.starts_with("* Welcome to sockit chat, ")
+            l.starts_with("-!- Welcome to sockit chat, ")
         });
         let nick = line
-            .strip_prefix("* Welcome to sockit chat, ")
+            .strip_prefix("-!- Welcome to sockit chat, ")
             .and_then(|r| r.split('!').next())
             .unwrap()
             .to_string();
@@ -162,7 +162,7 @@ impl Peer {
 
     /// Waits for this client's own join notice for `room`.
     pub fn wait_join(&mut self, room: &str) {
-        let want = format!("* {} joined #{room}", self.nick);
+        let want = format!("-!- {} joined #{room}", self.nick);
         self.expect(&want.clone(), |l| body(l) == want);
     }
 

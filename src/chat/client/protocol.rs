@@ -48,7 +48,7 @@ impl ChatEvent {
         event::clock(self.ts)
     }
 
-    /// What the event says, without the time: `<ann> hi`, `* ann waves`, `* bob joined #lobby`.
+    /// What the event says, without the time: `<ann> hi`, `* ann waves`, `-!- bob joined #lobby`.
     pub fn describe(&self) -> String {
         let kind = match self.kind {
             EventKind::Message => Kind::Message,
@@ -143,14 +143,10 @@ impl Reply {
         self.kind == ReplyKind::Error && self.text.starts_with("slow down")
     }
 
-    /// The line a plain client prints: `* text`, or `! text` for errors.
+    /// The line a plain client prints, as the server shows it to plain clients: `-!- text`, or
+    /// `-!- error: text`.
     pub fn plain(&self) -> String {
-        let prefix = if self.kind == ReplyKind::Error {
-            "!"
-        } else {
-            "*"
-        };
-        format!("{prefix} {}", self.text)
+        crate::chat::wire::server_line(self.kind == ReplyKind::Error, &self.text)
     }
 }
 
