@@ -912,3 +912,36 @@ fn write_timeout_drops_a_client_whose_socket_stays_full() {
     talker.send("still here");
     talker.expect("own message", |l| l.ends_with("still here"));
 }
+
+/// A client's replies come in the order of its lines: what it types at once is answered after
+/// its welcome and join, and after the effects of its earlier lines (nc with piped commands).
+#[test]
+fn replies_never_overtake_the_welcome_or_earlier_lines() {
+    let server = Chat::start(&["--no-history", "--motd", "be nice", "127.0.0.1:0"]);
+    let addr = server.addr();
+    for _ in 0..5 {
+        let mut a = Peer::tcp_raw(addr);
+        a.send_raw(b"/nick pp3\n/who\n");
+        let who = a.expect("the /who answer", |l| l.contains("in #lobby ("));
+        assert!(who.contains("pp3"), "{who}");
+        let welcome = a
+            .seen
+            .iter()
+            .position(|l| l.contains("Welcome"))
+            .expect("welcome");
+        let answer = a
+            .seen
+            .iter()
+            .position(|l| l.contains("in #lobby ("))
+            .unwrap();
+        assert!(welcome < answer, "{:?}", a.seen);
+
+        let mut b = Peer::tcp_raw(addr);
+        b.send_raw(b"/nick qq\n/join rust\n");
+        b.expect("the join of #rust", |l| l.contains("joined #rust"));
+        assert!(b.seen.iter().any(|l| l.contains("Welcome")), "{:?}", b.seen);
+        assert!(b.seen.iter().any(|l| l.contains("be nice")), "{:?}", b.seen);
+        drop((a, b));
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -29,10 +29,22 @@ pub enum Route {
     /// A join: the client becomes a member of the event's room at this point in the order, gets the
     /// greeting (its welcome, at its first join), the room's recent history and the join notice in
     /// one piece, and everyone else gets the join notice.
-    /// The last field is the client's join ticket: a join overtaken by a later one is dropped.
-    Join(ClientId, Arc<Outbox>, Vec<Bytes>, u64),
+    Join(Join),
     /// To these clients only (private messages).
     Direct(Vec<Arc<Outbox>>),
+}
+
+/// Who joins, and what it is sent.
+#[derive(Debug)]
+pub struct Join {
+    pub id: ClientId,
+    pub outbox: Arc<Outbox>,
+    pub greeting: Vec<Bytes>,
+    /// The client's join ticket: a join overtaken by a later one is dropped.
+    pub ticket: u64,
+    /// Dropped once the join has been delivered (or dropped as overtaken), so the session can
+    /// wait for it: nothing it answers afterwards can overtake the welcome and the join.
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// An event waiting for its place in the order.
@@ -323,7 +335,13 @@ impl Shared {
                     }
                     run.events.push(event);
                 }
-                Route::Join(id, outbox, greeting, ticket) => {
+                Route::Join(Join {
+                    id,
+                    outbox,
+                    greeting,
+                    ticket,
+                    done: _done,
+                }) => {
                     run.flush(&st);
                     let Some(name) = event.room.clone() else {
                         continue;

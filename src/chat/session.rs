@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::command::{check_nick, room_name, Command, HELP};
 use super::event::{Event, Kind};
-use super::hub::{ChatHub, ClientId, HubClosed, NickError, Pending, Route};
+use super::hub::{ChatHub, ClientId, HubClosed, Join, NickError, Pending, Route};
 use super::outbox::{OutItem, Outbox};
 use super::rate::ReplyBudget;
 use super::wire::{Format, Hello};
@@ -214,8 +214,20 @@ impl Session {
         self.room = Some(room.clone());
         let join = Event::new(Kind::Join, Some(room), self.nick.clone(), "");
         let greeting = self.greeting();
-        let route = Route::Join(self.id, self.outbox.clone(), greeting, ticket);
-        self.post(join, route).await
+        let (done, delivered) = tokio::sync::oneshot::channel();
+        let route = Route::Join(Join {
+            id: self.id,
+            outbox: self.outbox.clone(),
+            greeting,
+            ticket,
+            done,
+        });
+        self.post(join, route).await?;
+        // Wait until the join is delivered (one trip through the sequencer): what this client is
+        // told next, and what its next lines do, then comes after its welcome, its replay and its
+        // membership, as the lines it typed came after the join.
+        let _ = delivered.await;
+        Ok(())
     }
 
     /// The welcome and motd, once. They are delivered with the first join rather than at connect,
