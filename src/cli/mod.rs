@@ -6,6 +6,7 @@ mod chat;
 pub mod common;
 mod daytime;
 mod echo;
+pub mod log;
 mod relay;
 
 use anyhow::Result;
@@ -75,13 +76,23 @@ impl Tool {
         }
     }
 
+    /// `connect` / `listen`: the netcat, whose log lines look like ncat's.
+    pub fn netcat_name(&self) -> Option<&'static str> {
+        match self {
+            Tool::Connect(_) => Some("connect"),
+            Tool::Listen(_) => Some("listen"),
+            _ => None,
+        }
+    }
+
     /// Whether the tool takes over the terminal, where log lines would garble the screen.
     pub fn is_fullscreen(&self) -> bool {
         matches!(self, Tool::Chat(chat::ChatArgs { action: Some(chat::ChatAction::Join(join)), .. }) if join.is_tui())
     }
 }
 
-/// Prints the line tests and users read the bound address from.
+/// Prints the line tests and users read the bound address from (JSON with `--log-json`, the
+/// text in `message`).
 pub fn announce(tool: &str, addr: &sockit::net::LocalAddr, what: &str) {
-    eprintln!("sockit {tool}: listening on {addr} ({what})");
+    log::say(&format!("sockit {tool}: listening on {addr} ({what})"));
 }

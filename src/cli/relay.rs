@@ -291,6 +291,9 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
 fn finish(ended: Ended) -> Result<()> {
     match ended {
         Ended::Finished => Ok(()),
-        Ended::Interrupted => std::process::exit(130),
+        Ended::Interrupted => {
+            super::log::flush(std::time::Duration::from_millis(500));
+            std::process::exit(130)
+        }
     }
 }

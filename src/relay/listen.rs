@@ -201,6 +201,7 @@ async fn serve_many(
     shutdown: CancellationToken,
 ) {
     let relay = Arc::new(relay);
+    let drain = server.drain;
     match attach {
         Attach::Exec(spec) => {
             let spec = Arc::new(spec);
@@ -236,7 +237,9 @@ async fn serve_many(
                 .await;
             }
             drop(output);
-            flushed.wait().await;
+            // Stopped by a signal: what clients sent is written out, but a stdout nobody reads
+            // must not keep the process for longer than the drain time.
+            let _ = tokio::time::timeout(drain, flushed.wait()).await;
         }
     }
 }
