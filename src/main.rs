@@ -72,10 +72,12 @@ fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
+        // What the cause says after its own prefixes (`Error code 26: `), in words.
         let plain = strip_os_error(&text).to_lowercase();
+        let core = plain.rsplit(": ").next().unwrap_or(&plain).trim();
         if line.is_empty() {
             line = text;
-        } else if !line.to_lowercase().contains(plain.trim()) {
+        } else if core.is_empty() || !line.to_lowercase().contains(core) {
             line.push_str(": ");
             line.push_str(&text);
         }
@@ -144,9 +146,7 @@ fn init_logging(args: &cli::Cli) {
     match (args.log_json, netcat) {
         // `message` at the top level, as in the announcements.
         (true, _) => builder.json().flatten_event(true).init(),
-        (false, Some(tool)) => builder
-            .event_format(cli::log::NetcatStyle { tool })
-            .init(),
+        (false, Some(tool)) => builder.event_format(cli::log::NetcatStyle { tool }).init(),
         (false, None) => builder.init(),
     }
 }

@@ -42,12 +42,19 @@ fn read_announcement(r: &mut File) -> String {
         };
         // SAFETY: one pollfd we own.
         let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-        assert!(Instant::now() < deadline, "no announcement; got {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            Instant::now() < deadline,
+            "no announcement; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
         if n <= 0 {
             continue;
         }
         match r.read(&mut buf) {
-            Ok(0) => panic!("output closed before the announcement: {:?}", String::from_utf8_lossy(&got)),
+            Ok(0) => panic!(
+                "output closed before the announcement: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
             Ok(_) => got.push(buf[0]),
             Err(e) => panic!("read: {e}"),
         }
@@ -210,7 +217,13 @@ fn chat_stops_whatever_its_output_is() {
 #[test]
 fn chat_web_stops_whatever_its_output_is() {
     each_output(
-        &["chat", "--no-history", "--web", "127.0.0.1:0", "127.0.0.1:0"],
+        &[
+            "chat",
+            "--no-history",
+            "--web",
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+        ],
         &some_clients,
     );
 }
