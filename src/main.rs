@@ -113,6 +113,9 @@ fn usage_line(err: &clap::Error) -> String {
 /// 2 for usage errors the library recognises (bad address, bad allow/deny entry), else 1.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if cause.is::<cli::Usage>() {
+            return 2;
+        }
         if let Some(net) = cause.downcast_ref::<sockit::net::NetError>() {
             return net.exit_code() as u8;
         }
@@ -122,7 +125,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn init_logging(args: &cli::Cli) {
     let netcat = args.tool.netcat_name();
-    let default = match (args.quiet, args.verbose) {
+    let default = match (args.quiet || args.quiet_short, args.verbose) {
         // Log lines on stderr would land in the middle of the full-screen client (-v still logs,
         // for a 2>file redirect).
         (_, 0) if args.tool.is_fullscreen() => "off",

@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 pub mod common;
 mod daytime;
+mod docs;
 mod echo;
 pub mod log;
 mod relay;
@@ -20,9 +21,14 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Only errors in the log
-    #[arg(short, long, global = true)]
+    /// Only errors in the log (after the tool's name only as --quiet: there -q is nc's)
+    #[arg(long, global = true)]
     pub quiet: bool,
+
+    /// -q before the tool's name is --quiet (`sockit -q echo`); after `connect`/`listen` it is
+    /// nc's quit-after-EOF
+    #[arg(short = 'q', hide = true)]
+    pub quiet_short: bool,
 
     /// Log as JSON lines (for log collectors)
     #[arg(long, global = true)]
@@ -52,6 +58,10 @@ pub enum Tool {
     Listen(relay::ListenArgs),
     /// Load generators: measure a server's throughput, latency and CPU cost
     Bench(bench::BenchArgs),
+    /// Shell completions: `source <(sockit completions bash)`
+    Completions(docs::CompletionsArgs),
+    /// Man pages: `sockit man listen | man -l -`, or all of them with --dir DIR
+    Man(docs::ManArgs),
 }
 
 impl Tool {
@@ -64,6 +74,8 @@ impl Tool {
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
             Tool::Bench(args) => bench::run(args).await,
+            Tool::Completions(args) => docs::completions(args),
+            Tool::Man(args) => docs::man(args),
         }
     }
 
@@ -72,7 +84,7 @@ impl Tool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
             Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
-            Tool::Connect(_) | Tool::Bench(_) => false,
+            Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
         }
     }
 
@@ -90,6 +102,11 @@ impl Tool {
         matches!(self, Tool::Chat(chat::ChatArgs { action: Some(chat::ChatAction::Join(join)), .. }) if join.is_tui())
     }
 }
+
+/// A usage error found after parsing (exit 2), said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// Prints the line tests and users read the bound address from (JSON with `--log-json`, the
 /// text in `message`).
