@@ -223,7 +223,8 @@ fn bad_address_syntax_is_a_usage_error() {
         &["connect", "::1:80"],
         &["connect", "127.0.0.1:99999"],
         &["connect", "[::1]80"],
-        &["connect", "example.com", "http"],
+        // A service name is a port (`host:http`); an unknown one is not.
+        &["connect", "example.com", "no-such-service"],
         &["listen", "99999"],
         &["listen", "unix:"],
     ] {

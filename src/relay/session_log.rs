@@ -1,7 +1,7 @@
 //! ncat's `-o/--output FILE` and `-x/--hex-dump FILE`: a copy of every byte of the session, both
 //! directions in the order they moved, raw or as ncat's hex dump (one line per 16 bytes:
-//! `[0000]   68 65 6C 6C 6F 0A ...  hello.`, offsets counted from the start of each read or
-//! write). `--append-output` appends instead of starting the file afresh.
+//! `0000   68 65 6c 6c 6f 0a ...  hello.`, offsets counted from the start of each read or
+//! write), byte for byte what Ncat 7.9x writes. `--append-output` appends instead of starting the file afresh.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -63,25 +63,21 @@ impl SessionLog {
     }
 }
 
-/// ncat's hex dump of one chunk.
+/// ncat's hex dump of one chunk (as Ncat 7.9x writes it): the offset, 16 bytes in lower-case
+/// hex with a gap after the eighth, and the bytes that are visible characters (others as `.`).
 pub fn hex_dump(data: &[u8]) -> String {
     let mut out = String::new();
     for (line_no, line) in data.chunks(16).enumerate() {
-        let mut hex = String::with_capacity(50);
-        let mut text = String::with_capacity(17);
+        let mut hex = String::with_capacity(49);
+        let mut text = String::with_capacity(16);
         for (i, &b) in line.iter().enumerate() {
-            hex.push_str(&format!("{b:02X} "));
-            text.push(if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '.'
-            });
-            if i == 7 && line.len() > 8 {
-                hex.push_str("  ");
-                text.push(' ');
+            if i == 8 {
+                hex.push(' ');
             }
+            hex.push_str(&format!("{b:02x} "));
+            text.push(if b.is_ascii_graphic() { b as char } else { '.' });
         }
-        out.push_str(&format!("[{:04x}]   {hex:<50}  {text}\n", line_no * 16));
+        out.push_str(&format!("{:04x}   {hex:<49} {text:<16}\n", line_no * 16));
     }
     out
 }
@@ -96,9 +92,9 @@ mod tests {
         let lines: Vec<&str> = dump.lines().collect();
         assert_eq!(
             lines[0],
-            "[0000]   68 65 6C 6C 6F 2C 20 77   6F 72 6C 64 20 6F 66 20    hello, w orld of "
+            "0000   68 65 6c 6c 6f 2c 20 77  6f 72 6c 64 20 6f 66 20  hello,.world.of."
         );
-        assert!(lines[1].starts_with("[0010]   68 65 78 20"), "{dump}");
-        assert!(lines[1].ends_with("hex dumps."), "{dump}");
+        assert!(lines[1].starts_with("0010   68 65 78 20"), "{dump}");
+        assert!(lines[1].ends_with("hex.dumps.      "), "{dump}");
     }
 }
