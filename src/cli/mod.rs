@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    /// More log output (-v debug, -vv trace; connect/listen: -v ncat's lines, -vv debug); RUST_LOG
+    /// overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

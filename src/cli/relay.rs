@@ -23,7 +23,10 @@ pub const CONNECT_EXAMPLES: &str = "Examples:
   sockit connect --tls --tls-fingerprint HEX 127.0.0.1:9000
   sockit connect -u 127.0.0.1:9002          UDP: each read of stdin is one datagram
   sockit connect unix:/tmp/app.sock          a Unix socket (or -U /tmp/app.sock)
-  sockit connect -c 'tr a-z A-Z' host:9000   a command talks to the server instead of you";
+  sockit connect -c 'tr a-z A-Z' host:9000   a command talks to the server instead of you
+  sockit connect -z -v host 22               is the port open? (exit 0 or 1)
+  sockit connect --proxy 127.0.0.1:1080 --proxy-type socks5 example.com:http
+  sockit connect -x session.hex host 25      a hex dump of both directions, as ncat's";
 
 pub const LISTEN_EXAMPLES: &str = "Examples:
   sockit listen 9000 > file                  receive one connection's bytes into a file
@@ -33,6 +36,7 @@ pub const LISTEN_EXAMPLES: &str = "Examples:
   sockit listen -u 9002                      UDP from the first peer only
   sockit listen -k -u 9002                   UDP from any number of peers; stdin to the latest
   sockit listen --tls 9443                   TLS with a self-signed certificate (fingerprint printed)
+  sockit listen -l -p 9000                   nc/ncat's spelling works too (also: listen 0.0.0.0 9000)
 Default address: 127.0.0.1:31337 (ncat's port); a bare port listens on 127.0.0.1.";
 
 /// Flags `connect` and `listen` share.
