@@ -5,12 +5,25 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // First, so that even a usage error is written through the non-blocking writer (and as JSON
+    // when asked).
+    cli::log::init(std::env::args_os().any(|a| a == "--log-json"));
+    let code = run();
+    cli::log::flush(EXIT_FLUSH);
+    code
+}
+
+/// How long the exit waits for the last lines to reach stderr.
+const EXIT_FLUSH: Duration = Duration::from_millis(500);
+
+fn run() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         // Usage errors are one line, like every other error (clap's own rendering adds a blank line
@@ -20,7 +33,7 @@ fn main() -> ExitCode {
             if err.use_stderr()
                 && err.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            eprintln!("sockit: {} (try --help)", usage_line(&err));
+            cli::log::error(&format!("sockit: {} (try --help)", usage_line(&err)));
             return ExitCode::from(2);
         }
         Err(err) => err.exit(),
@@ -35,30 +48,52 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sockit: cannot start the runtime: {e}");
+            cli::log::error(&format!("sockit: cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(args.tool.run()) {
+    let result = runtime.block_on(args.tool.run());
+    // Tasks still blocked (a name lookup, a write to a full pipe) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("sockit: {}", one_line(&err));
+            cli::log::error(&format!("sockit: {}", one_line(&err)));
             ExitCode::from(exit_code(&err))
         }
     }
 }
 
-/// The error and its causes as one line. The net layer's errors already describe their I/O cause
-/// in words, so the chain stops there rather than repeating it in the OS's phrasing.
+/// The error and its causes as one line, each thing said once. The net layer's errors already
+/// describe their I/O cause in words, so the chain stops there rather than repeating it in the
+/// OS's phrasing; and a cause whose text the line already holds (many errors print their source
+/// in their own message) is left out.
 fn one_line(err: &anyhow::Error) -> String {
-    let mut parts = Vec::new();
+    let mut line = String::new();
     for cause in err.chain() {
-        parts.push(cause.to_string());
+        let text = cause.to_string();
+        // What the cause says after its own prefixes (`Error code 26: `), in words.
+        let plain = strip_os_error(&text).to_lowercase();
+        let core = plain.rsplit(": ").next().unwrap_or(&plain).trim();
+        if line.is_empty() {
+            line = text;
+        } else if core.is_empty() || !line.to_lowercase().contains(core) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         if cause.is::<sockit::net::NetError>() {
             break;
         }
     }
-    parts.join(": ")
+    line
+}
+
+/// `Address already in use (os error 98)` -> `Address already in use`.
+fn strip_os_error(text: &str) -> &str {
+    match text.find(" (os error ") {
+        Some(i) if text.ends_with(')') => &text[..i],
+        _ => text,
+    }
 }
 
 /// clap's message as one line: its first paragraph (what is wrong, and on which argument), with
@@ -78,6 +113,9 @@ fn usage_line(err: &clap::Error) -> String {
 /// 2 for usage errors the library recognises (bad address, bad allow/deny entry), else 1.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if cause.is::<cli::Usage>() {
+            return 2;
+        }
         if let Some(net) = cause.downcast_ref::<sockit::net::NetError>() {
             return net.exit_code() as u8;
         }
@@ -86,11 +124,17 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn init_logging(args: &cli::Cli) {
-    let default = match (args.quiet, args.verbose) {
+    let netcat = args.tool.netcat_name();
+    let default = match (args.quiet || args.quiet_short, args.verbose) {
         // Log lines on stderr would land in the middle of the full-screen client (-v still logs,
         // for a 2>file redirect).
         (_, 0) if args.tool.is_fullscreen() => "off",
         (true, _) => "error",
+        // The netcat is quiet as ncat is; -v gives ncat's lines (connected, bytes moved), -vv
+        // the details.
+        (false, 0) if netcat.is_some() => "warn",
+        (false, 1) if netcat.is_some() => "warn,sockit=info",
+        (false, 2) if netcat.is_some() => "info,sockit=debug",
         (false, 0) if args.tool.is_server() => "warn,sockit=info",
         (false, 0) => "warn",
         (false, 1) => "info,sockit=debug",
@@ -99,11 +143,13 @@ fn init_logging(args: &cli::Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
+        .with_ansi(!args.log_json && std::io::stderr().is_terminal())
+        .with_writer(cli::log::Stderr)
+        .log_internal_errors(false);
+    match (args.log_json, netcat) {
+        // `message` at the top level, as in the announcements.
+        (true, _) => builder.json().flatten_event(true).init(),
+        (false, Some(tool)) => builder.event_format(cli::log::NetcatStyle { tool }).init(),
+        (false, None) => builder.init(),
     }
 }

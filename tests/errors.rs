@@ -223,7 +223,8 @@ fn bad_address_syntax_is_a_usage_error() {
         &["connect", "::1:80"],
         &["connect", "127.0.0.1:99999"],
         &["connect", "[::1]80"],
-        &["connect", "example.com", "http"],
+        // A service name is a port (`host:http`); an unknown one is not.
+        &["connect", "example.com", "no-such-service"],
         &["listen", "99999"],
         &["listen", "unix:"],
     ] {
@@ -241,10 +242,82 @@ fn tls_unknown_issuer_is_refused() {
     let (code, err) = fails(&["connect", "--tls", &addr]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains(&format!("TLS with {addr} failed: invalid peer certificate")),
+        err.contains(&format!(
+            "TLS with {addr} failed: the server's certificate is not signed by an authority this client trusts"
+        )),
         "{err}"
     );
     assert!(err.contains("--tls-fingerprint"), "no hint: {err}");
+    assert!(!err.contains("UnknownIssuer"), "an enum name: {err}");
+    assert_one_line(&err);
+}
+
+/// A certificate for other names: the names are listed as people write them, not as
+/// `DnsName("localhost")`.
+#[test]
+fn tls_wrong_name_is_worded_for_people() {
+    let (_server, addr) = listen(&["-k", "--tls"], "127.0.0.1:0");
+    // The listener's own certificate, fetched with openssl, trusted as the CA.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509"
+        ))
+        .output()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("self.pem");
+    std::fs::write(&ca, &out.stdout).unwrap();
+    let ca = ca.to_str().unwrap();
+    let (code, err) = fails(&[
+        "connect",
+        "--tls-ca",
+        ca,
+        "--tls-servername",
+        "other.example",
+        &addr,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "the server's certificate is for localhost, 127.0.0.1, ::1, not other.example"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--tls-servername"), "no hint: {err}");
+    assert!(!err.contains("DnsName"), "an enum name: {err}");
+    assert!(!err.contains("NotValidForName"), "an enum name: {err}");
+    assert_one_line(&err);
+}
+
+/// Each thing is said once: the OS's own phrasing of a cause already described is left out.
+#[test]
+fn one_error_line_says_each_thing_once() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["listen", target.as_str()],
+        vec!["echo", target.as_str()],
+        vec!["chat", "--no-history", target.as_str()],
+    ] {
+        let (code, err) = fails(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(
+            err.to_lowercase().matches("already in use").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("os error"), "{args:?}: {err}");
+        assert_one_line(&err);
+    }
+    // A history file that is not a database (the chat's store reports it; the line says it once).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-db.sqlite3");
+    std::fs::write(&bad, vec![0x5au8; 8192]).unwrap();
+    let (code, err) = fails(&["chat", "--history", bad.to_str().unwrap(), "127.0.0.1:0"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("not a database").count(), 1, "{err}");
     assert_one_line(&err);
 }
 

@@ -967,6 +967,7 @@ async fn library_relays_between_listen_and_connect() {
         endpoint: addr,
         udp: false,
         connect: ConnectOptions::default(),
+        proxy: None,
         relay: RelayOptions::default(),
     };
     let client_in: &'static [u8] = b"from the client";

@@ -407,12 +407,16 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     let server = ChatServer::bind(config).await?;
     let addr = server.local_addr();
     super::announce("chat", &addr, what);
-    eprintln!("sockit chat: {history}");
+    super::log::say(&format!("sockit chat: {history}"));
     if let Some(inet) = addr.inet() {
-        eprintln!("sockit chat: join with: nc {} {}", inet.ip(), inet.port());
+        super::log::say(&format!(
+            "sockit chat: join with: nc {} {}",
+            inet.ip(),
+            inet.port()
+        ));
     }
     if let Some(web) = server.web_addr() {
-        eprintln!("sockit chat: web page at {}", page_url(&web, tls));
+        super::log::say(&format!("sockit chat: web page at {}", page_url(&web, tls)));
     }
     server.run(shutdown).await?;
     Ok(())

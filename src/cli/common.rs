@@ -148,10 +148,10 @@ impl ServerArgs {
             let tls =
                 ServerTls::from_options(self.tls_cert.as_deref(), self.tls_key.as_deref(), &[])?;
             if tls.is_self_signed() {
-                eprintln!(
+                super::log::say(&format!(
                     "sockit {tool}: TLS with a self-signed certificate, SHA-256 fingerprint {}",
                     tls.fingerprint()
-                );
+                ));
             }
             Some(tls)
         } else {

@@ -5,7 +5,9 @@ mod bench;
 mod chat;
 pub mod common;
 mod daytime;
+mod docs;
 mod echo;
+pub mod log;
 mod relay;
 
 use anyhow::Result;
@@ -15,13 +17,19 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    /// More log output (-v debug, -vv trace; connect/listen: -v ncat's lines, -vv debug); RUST_LOG
+    /// overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Only errors in the log
-    #[arg(short, long, global = true)]
+    /// Only errors in the log (after the tool's name only as --quiet: there -q is nc's)
+    #[arg(long, global = true)]
     pub quiet: bool,
+
+    /// -q before the tool's name is --quiet (`sockit -q echo`); after `connect`/`listen` it is
+    /// nc's quit-after-EOF
+    #[arg(short = 'q', hide = true)]
+    pub quiet_short: bool,
 
     /// Log as JSON lines (for log collectors)
     #[arg(long, global = true)]
@@ -51,6 +59,10 @@ pub enum Tool {
     Listen(relay::ListenArgs),
     /// Load generators: measure a server's throughput, latency and CPU cost
     Bench(bench::BenchArgs),
+    /// Shell completions: `source <(sockit completions bash)`
+    Completions(docs::CompletionsArgs),
+    /// Man pages: `sockit man listen | man -l -`, or all of them with --dir DIR
+    Man(docs::ManArgs),
 }
 
 impl Tool {
@@ -63,6 +75,8 @@ impl Tool {
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
             Tool::Bench(args) => bench::run(args).await,
+            Tool::Completions(args) => docs::completions(args),
+            Tool::Man(args) => docs::man(args),
         }
     }
 
@@ -71,7 +85,16 @@ impl Tool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
             Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
-            Tool::Connect(_) | Tool::Bench(_) => false,
+            Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
+        }
+    }
+
+    /// `connect` / `listen`: the netcat, whose log lines look like ncat's.
+    pub fn netcat_name(&self) -> Option<&'static str> {
+        match self {
+            Tool::Connect(_) => Some("connect"),
+            Tool::Listen(_) => Some("listen"),
+            _ => None,
         }
     }
 
@@ -81,7 +104,13 @@ impl Tool {
     }
 }
 
-/// Prints the line tests and users read the bound address from.
+/// A usage error found after parsing (exit 2), said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Prints the line tests and users read the bound address from (JSON with `--log-json`, the
+/// text in `message`).
 pub fn announce(tool: &str, addr: &sockit::net::LocalAddr, what: &str) {
-    eprintln!("sockit {tool}: listening on {addr} ({what})");
+    log::say(&format!("sockit {tool}: listening on {addr} ({what})"));
 }

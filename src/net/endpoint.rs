@@ -21,7 +21,9 @@ impl Endpoint {
     /// Parses `s`, also accepting a bare port (`9001`) or `:PORT`, which mean `default_host:PORT`.
     pub fn parse_with_default_host(s: &str, default_host: &str) -> Result<Self, NetError> {
         let port_only = s.strip_prefix(':').unwrap_or(s);
-        if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        // `:http`: a service name on the default host (a bare `http` is a host name).
+        let service = s.starts_with(':') && !port_only.is_empty() && !port_only.contains(':');
+        if service || !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(Endpoint::Inet {
                 host: default_host.to_string(),
                 port: parse_port(s, port_only)?,
@@ -61,10 +63,71 @@ impl Endpoint {
 }
 
 fn parse_port(input: &str, text: &str) -> Result<u16, NetError> {
-    text.parse::<u16>().map_err(|_| NetError::BadAddress {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(port);
+    }
+    let is_name = !text.is_empty()
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if is_name {
+        if let Some(port) = service_port(text) {
+            return Ok(port);
+        }
+        return Err(NetError::BadAddress {
+            input: input.to_string(),
+            reason: format!(
+                "{text:?} is neither a port number nor a service name in /etc/services"
+            ),
+        });
+    }
+    Err(NetError::BadAddress {
         input: input.to_string(),
         reason: format!("port {text:?} is not a number from 0 to 65535"),
     })
+}
+
+/// Where /etc/services is missing (minimal containers), the names people type most.
+const WELL_KNOWN: &[(&str, u16)] = &[
+    ("ftp", 21),
+    ("ssh", 22),
+    ("telnet", 23),
+    ("smtp", 25),
+    ("domain", 53),
+    ("http", 80),
+    ("www", 80),
+    ("pop3", 110),
+    ("imap", 143),
+    ("https", 443),
+    ("submission", 587),
+    ("imaps", 993),
+    ("pop3s", 995),
+];
+
+/// A service name's port (`http` -> 80), from /etc/services (names and aliases, TCP or UDP) as
+/// getservbyname(3) reads it, else the small built-in table.
+pub fn service_port(name: &str) -> Option<u16> {
+    let wanted = name.to_ascii_lowercase();
+    if let Ok(text) = std::fs::read_to_string("/etc/services") {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut fields = line.split_whitespace();
+            let (Some(service), Some(port_proto)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let names = std::iter::once(service).chain(fields);
+            if names.map(str::to_ascii_lowercase).any(|n| n == wanted) {
+                if let Some(port) = port_proto.split('/').next().and_then(|p| p.parse().ok()) {
+                    return Some(port);
+                }
+            }
+        }
+    }
+    WELL_KNOWN
+        .iter()
+        .find(|(n, _)| *n == wanted)
+        .map(|(_, p)| *p)
 }
 
 impl FromStr for Endpoint {
@@ -188,6 +251,16 @@ mod tests {
         assert_eq!(ep.to_string(), "127.0.0.1:9001");
         let ep: Endpoint = "localhost:0".parse().unwrap();
         assert_eq!(ep.host(), Some("localhost"));
+    }
+
+    #[test]
+    fn service_names_are_ports() {
+        let ep: Endpoint = "localhost:http".parse().unwrap();
+        assert_eq!(ep.to_string(), "localhost:80");
+        let ep = Endpoint::parse_with_default_host(":https", "127.0.0.1").unwrap();
+        assert_eq!(ep.to_string(), "127.0.0.1:443");
+        let err = "localhost:no-such-service".parse::<Endpoint>().unwrap_err();
+        assert!(err.to_string().contains("service name"), "{err}");
     }
 
     #[test]

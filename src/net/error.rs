@@ -31,6 +31,14 @@ pub enum NetError {
     #[error("TLS with {target} failed: {reason}")]
     Tls { target: String, reason: String },
 
+    /// A proxy would not (or could not) open the tunnel to the target.
+    #[error("cannot connect to {target} through the proxy {proxy}: {reason}")]
+    Proxy {
+        proxy: String,
+        target: String,
+        reason: String,
+    },
+
     /// TLS could not be set up locally (unreadable certificate or key files).
     #[error("TLS setup failed: {0}")]
     TlsConfig(String),

@@ -237,24 +237,112 @@ impl ClientTls {
     }
 }
 
-/// Turns a handshake error into a phrase with the flag that would help.
+/// Turns a handshake error into a phrase for people (not rustls's enum names), with the flag that
+/// would help.
 pub fn explain_tls_error(err: &std::io::Error) -> String {
+    if let Some(e) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return explain_rustls(e);
+    }
     let text = err.to_string();
-    if text.contains("CaUsedAsEndEntity") {
-        "the server presented a CA certificate as its own certificate (serve a leaf certificate signed by that CA)".into()
-    } else if text.contains("NotValidForName") {
-        format!("{text} (the certificate does not name this host; try --tls-servername NAME)")
-    } else if text.contains("Expired") {
-        format!("{text} (the server's certificate has expired)")
-    } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
-        format!("{text} (trust it with --tls-ca FILE or --tls-fingerprint, or skip checks with --insecure)")
-    } else if text.contains("fingerprint") {
-        text
-    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
         format!("{text} (is the peer speaking TLS?)")
     } else {
         text
     }
+}
+
+const TRUST_HINT: &str =
+    "trust it with --tls-ca FILE or --tls-fingerprint HEX, or skip checks with --insecure";
+
+fn explain_rustls(err: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    match err {
+        E::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => format!(
+                "the server's certificate is not signed by an authority this client trusts ({TRUST_HINT})"
+            ),
+            C::NotValidForName => "the server's certificate is not for this host name (connect by a name it has, or give it with --tls-servername NAME)".into(),
+            C::NotValidForNameContext { expected, presented } => {
+                let names: Vec<String> = presented.iter().map(|p| plain_name(p)).collect();
+                let has = if names.is_empty() {
+                    "names no host".to_string()
+                } else {
+                    format!("is for {}", names.join(", "))
+                };
+                format!(
+                    "the server's certificate {has}, not {} (connect by one of those names, or give it with --tls-servername NAME)",
+                    server_name_text(expected)
+                )
+            }
+            C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet (is this machine's clock right?)".into()
+            }
+            C::Revoked => "the server's certificate has been revoked".into(),
+            C::BadEncoding => "the server's certificate cannot be parsed".into(),
+            C::BadSignature => "the server's certificate has a bad signature".into(),
+            C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+                "the server presented a CA certificate as its own certificate (serve a leaf certificate signed by that CA)".into()
+            }
+            other => format!("the server's certificate was refused ({})", words(&format!("{other:?}"))),
+        },
+        // The pinned-fingerprint check's own sentence.
+        E::General(text) => text.clone(),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "the peer's answer is not TLS (is the peer speaking TLS?)".into()
+        }
+        E::AlertReceived(alert) => format!(
+            "the peer refused the connection ({})",
+            words(&format!("{alert:?}"))
+        ),
+        E::NoCertificatesPresented => "the server sent no certificate".into(),
+        E::PeerIncompatible(why) => format!(
+            "the peer supports no TLS version or cipher this client accepts ({})",
+            words(&format!("{why:?}"))
+        ),
+        other => words(&other.to_string()),
+    }
+}
+
+/// `DnsName("localhost")` -> `localhost`, `IpAddress(127.0.0.1)` -> `127.0.0.1`.
+fn plain_name(presented: &str) -> String {
+    let inner = presented
+        .strip_prefix("DnsName(")
+        .or_else(|| presented.strip_prefix("IpAddress("))
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(presented);
+    let inner = inner.trim_matches('"');
+    match inner.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => inner.to_string(),
+    }
+}
+
+fn server_name_text(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => "the name asked for".into(),
+    }
+}
+
+/// An enum name as words: `HandshakeFailure` -> `handshake failure`.
+fn words(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 && !out.ends_with([' ', '(']) {
+                out.push(' ');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Accepts a certificate by fingerprint, or any certificate when no pin is set (`--insecure`).

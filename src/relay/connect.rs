@@ -6,7 +6,7 @@ use super::datagram::{command_options, connect_udp};
 use super::exec::{self, ConnInfo};
 use super::pump::{relay_stream, Sides};
 use super::{Attach, Ended, Local, RelayOptions};
-use crate::net::{self, ConnectOptions, Endpoint, NetError, PeerAddr, Stream};
+use crate::net::{self, ConnectOptions, Endpoint, NetError, PeerAddr, Proxy, Stream};
 
 /// A validated `connect` configuration.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct ConnectConfig {
     pub udp: bool,
     /// Timeout, source address and TLS of the connection (UDP uses the source only).
     pub connect: ConnectOptions,
+    /// Connect through this proxy (streams only).
+    pub proxy: Option<Proxy>,
     pub relay: RelayOptions,
 }
 
@@ -36,12 +38,23 @@ pub async fn connect(
         )
         .await;
     }
+    let attempt = async {
+        match &config.proxy {
+            Some(proxy) => net::connect_via(proxy, &config.endpoint, &config.connect).await,
+            None => net::connect(&config.endpoint, &config.connect).await,
+        }
+    };
     let stream = tokio::select! {
-        s = net::connect(&config.endpoint, &config.connect) => s?,
+        s = attempt => s?,
         _ = shutdown.cancelled() => return Ok(Ended::Interrupted),
     };
     let peer = config.endpoint.to_string();
-    tracing::debug!(%peer, "connected");
+    // ncat's line at -v, with the address actually reached.
+    match (&config.proxy, stream.tcp().and_then(|s| s.peer_addr().ok())) {
+        (Some(proxy), _) => tracing::info!("connected to {peer} through the proxy {}", proxy.at),
+        (None, Some(addr)) => tracing::info!("connected to {addr}"),
+        (None, None) => tracing::info!("connected to {peer}"),
+    }
     match attach {
         Attach::Io(Local {
             input,

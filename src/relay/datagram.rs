@@ -89,7 +89,9 @@ pub(crate) async fn connect_udp(
             )
         }
     };
-    let result = relay_connected(&socket, sides, &opts, &target, stop).await;
+    let activity = Activity::new();
+    let result = relay_connected(&socket, sides, &opts, &target, stop, &activity).await;
+    activity.log_summary();
     if let Some(guard) = guard {
         guard.finish().await;
     }
@@ -114,6 +116,7 @@ async fn relay_connected(
     opts: &RelayOptions,
     target: &str,
     stop: &CancellationToken,
+    activity: &Activity,
 ) -> Result<Ended, RelayFault> {
     let Sides {
         mut input,
@@ -121,13 +124,16 @@ async fn relay_connected(
         command,
     } = sides;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let activity = Activity::new();
     let mut input_done = opts.recv_only;
     let mut deliver = !opts.send_only;
     loop {
         // Before the end of the input only `-i` ends the relay; after it, the linger time does.
         let idle = if input_done && !opts.recv_only {
-            Some(opts.idle_timeout.unwrap_or(UDP_LINGER))
+            Some(
+                opts.quit_after_eof
+                    .or(opts.idle_timeout)
+                    .unwrap_or(UDP_LINGER),
+            )
         } else {
             opts.idle_timeout
         };
@@ -137,6 +143,10 @@ async fn relay_connected(
                     activity.touch();
                     for piece in chunk.chunks(DATAGRAM_CHUNK) {
                         socket.send(piece).await.map_err(RelayFault::Io)?;
+                        activity.add_sent(piece.len());
+                    }
+                    if let Some(log) = &opts.session_log {
+                        log.record(&chunk);
                     }
                 }
                 None => {
@@ -150,6 +160,10 @@ async fn relay_connected(
             r = socket.recv(&mut buf) => {
                 let n = r.map_err(RelayFault::Io)?;
                 activity.touch();
+                activity.add_received(n);
+                if let Some(log) = &opts.session_log {
+                    log.record(&buf[..n]);
+                }
                 if deliver && output.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                     if !command {
                         return Ok(Ended::Finished);

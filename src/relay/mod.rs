@@ -27,7 +27,10 @@ mod exec;
 mod listen;
 mod local;
 mod pump;
+mod session_log;
+mod telnet;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use broker::{DEFAULT_SENDQ, DEFAULT_STALL_LIMIT};
@@ -35,6 +38,7 @@ pub use connect::{connect, ConnectConfig};
 pub use exec::ExecSpec;
 pub use listen::{ListenConfig, RelayServer, DEFAULT_LISTEN};
 pub use local::Local;
+pub use session_log::{hex_dump, LogFormat, SessionLog};
 
 /// Largest chunk read from the local side or a stream socket at once. Large reads keep bulk
 /// transfers cheap; interactive input still goes out as soon as a read returns.
@@ -81,6 +85,16 @@ pub struct RelayOptions {
     /// the command has sent nothing for this long. `None` waits for the command however long it
     /// takes. `listen` sets it ([`DEFAULT_EOF_GRACE`]).
     pub eof_grace: Option<Duration>,
+    /// nc's `-q`: once the input has ended, end the relay this long later even if the peer has
+    /// not closed (zero: at once). `None` waits for the peer.
+    pub quit_after_eof: Option<Duration>,
+    /// ncat's `-d`: wait this long before each send.
+    pub delay: Option<Duration>,
+    /// ncat's `-o`/`-x`: a copy of the session's bytes, both directions.
+    pub session_log: Option<Arc<SessionLog>>,
+    /// ncat's `-t`: answer telnet option negotiation (refusing every option) and keep it out of
+    /// the output. Not with a command, which gets the bytes as they are.
+    pub telnet: bool,
 }
 
 /// What a connection is attached to on this side.

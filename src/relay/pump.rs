@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::crlf::Crlf;
+use super::session_log::SessionLog;
+use super::telnet::Telnet;
 use super::{Ended, RelayOptions, CHUNK};
 use crate::net::{NetError, SendQueueReader, Stream};
 
@@ -69,6 +71,8 @@ impl From<mpsc::Receiver<Bytes>> for Input {
 pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 impl Activity {
@@ -76,7 +80,27 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn add_sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// ncat's closing line at `-v`: `12 bytes sent, 5 bytes received in 0.31 seconds`.
+    pub(crate) fn log_summary(&self) {
+        tracing::info!(
+            "{} bytes sent, {} bytes received in {:.2} seconds",
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            self.start.elapsed().as_secs_f64()
+        );
     }
 
     pub(crate) fn touch(&self) {
@@ -137,10 +161,40 @@ pub(crate) async fn relay_stream(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let activity = Activity::new();
     let mut shut = false;
+    // `-t`: the receiving half hands its answers to telnet negotiation to the sending half.
+    let (replies_tx, mut replies_rx) = if opts.telnet && !command {
+        let (tx, rx) = mpsc::channel::<Bytes>(TELNET_REPLIES);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let log = opts.session_log.as_deref();
 
     let result = {
-        let send = send_half(&mut wr, &mut input, !opts.no_shutdown, crlf, &activity);
-        let recv = recv_half(&mut rd, output, !opts.send_only, command, tls, &activity);
+        let send = send_half(
+            &mut wr,
+            &mut input,
+            replies_rx.as_mut(),
+            SendOpts {
+                shutdown: !opts.no_shutdown,
+                crlf,
+                delay: opts.delay.filter(|d| !d.is_zero()),
+                log,
+            },
+            &activity,
+        );
+        let recv = recv_half(
+            &mut rd,
+            output,
+            RecvOpts {
+                deliver: !opts.send_only,
+                command,
+                tls,
+                telnet: replies_tx,
+                log,
+            },
+            &activity,
+        );
         tokio::pin!(send, recv);
         let idle = activity.idle_for(opts.idle_timeout);
         tokio::pin!(idle);
@@ -148,6 +202,10 @@ pub(crate) async fn relay_stream(
         let mut send_done = opts.recv_only;
         let mut recv_done = false;
         let mut peer_closed = false;
+        // nc's `-q`: once the input has ended, the peer has this long to finish.
+        let quit = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(quit);
+        let mut quit_armed = false;
         loop {
             if send_done && recv_done {
                 break Ok(Ended::Finished);
@@ -160,6 +218,13 @@ pub(crate) async fn relay_stream(
                             shut = !opts.no_shutdown;
                             if opts.send_only {
                                 break Ok(Ended::Finished);
+                            }
+                            if let Some(after) = opts.quit_after_eof {
+                                if after.is_zero() {
+                                    break Ok(Ended::Finished);
+                                }
+                                quit.as_mut().reset(Instant::now() + after);
+                                quit_armed = true;
                             }
                         }
                         // The peer closed and then refused more data: it has finished the
@@ -197,6 +262,10 @@ pub(crate) async fn relay_stream(
                     tracing::debug!(%peer, grace = ?opts.eof_grace, "peer closed and the command is silent; ending it");
                     break Ok(Ended::Finished);
                 }
+                _ = &mut quit, if quit_armed => {
+                    tracing::debug!(%peer, after = ?opts.quit_after_eof, "input ended a while ago (-q); quitting");
+                    break Ok(Ended::Finished);
+                }
                 _ = stop.cancelled() => break Ok(Ended::Interrupted),
             }
         }
@@ -206,24 +275,70 @@ pub(crate) async fn relay_stream(
         // Close politely (TLS close_notify, then FIN) but never wait long on a broken peer.
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     }
+    activity.log_summary();
     result
+}
+
+/// Telnet answers waiting to be sent; more than this and further ones are dropped (a peer that
+/// negotiates without reading has no right to our memory).
+const TELNET_REPLIES: usize = 64;
+
+struct SendOpts<'a> {
+    shutdown: bool,
+    crlf: bool,
+    delay: Option<Duration>,
+    log: Option<&'a SessionLog>,
+}
+
+struct RecvOpts<'a> {
+    deliver: bool,
+    command: bool,
+    tls: bool,
+    telnet: Option<mpsc::Sender<Bytes>>,
+    log: Option<&'a SessionLog>,
 }
 
 async fn send_half<W: AsyncWrite + Unpin>(
     wr: &mut W,
     input: &mut Input,
-    shutdown: bool,
-    crlf: bool,
+    mut replies: Option<&mut mpsc::Receiver<Bytes>>,
+    opts: SendOpts<'_>,
     activity: &Activity,
 ) -> io::Result<()> {
-    let mut conv = crlf.then(Crlf::default);
-    while let Some(chunk) = input.recv().await {
+    let mut conv = opts.crlf.then(Crlf::default);
+    loop {
+        let next = match replies.as_deref_mut() {
+            Some(rx) => tokio::select! {
+                // Both branches are cancel-safe: nothing is lost when the other one wins.
+                reply = rx.recv() => {
+                    match reply {
+                        Some(reply) => {
+                            wr.write_all(&reply).await?;
+                            wr.flush().await?;
+                        }
+                        None => replies = None,
+                    }
+                    continue;
+                }
+                chunk = input.recv() => chunk,
+            },
+            None => input.recv().await,
+        };
+        let Some(chunk) = next else { break };
+        // ncat's `-d`: a pause before each send (each read of the input).
+        if let Some(delay) = opts.delay {
+            tokio::time::sleep(delay).await;
+        }
         activity.touch();
         let chunk = match &mut conv {
             Some(c) => c.apply(&chunk),
             None => chunk,
         };
         wr.write_all(&chunk).await?;
+        activity.add_sent(chunk.len());
+        if let Some(log) = opts.log {
+            log.record(&chunk);
+        }
         // TLS holds records until flushed; flush when no more input is waiting to batch with.
         if input.is_empty() {
             wr.flush().await?;
@@ -231,7 +346,7 @@ async fn send_half<W: AsyncWrite + Unpin>(
         activity.touch();
     }
     wr.flush().await?;
-    if shutdown {
+    if opts.shutdown {
         wr.shutdown().await?;
     }
     Ok(())
@@ -240,11 +355,17 @@ async fn send_half<W: AsyncWrite + Unpin>(
 async fn recv_half<R: AsyncRead + Unpin>(
     rd: &mut R,
     output: mpsc::Sender<Bytes>,
-    mut deliver: bool,
-    command: bool,
-    tls: bool,
+    opts: RecvOpts<'_>,
     activity: &Activity,
 ) -> io::Result<RecvEnd> {
+    let RecvOpts {
+        mut deliver,
+        command,
+        tls,
+        telnet,
+        log,
+    } = opts;
+    let mut negotiation = telnet.as_ref().map(|_| Telnet::default());
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         buf.reserve(CHUNK);
@@ -259,10 +380,26 @@ async fn recv_half<R: AsyncRead + Unpin>(
             Err(e) => return Err(e),
         };
         activity.touch();
+        activity.add_received(n);
+        if let Some(log) = log {
+            log.record(&buf);
+        }
+        if let (Some(t), Some(tx)) = (&mut negotiation, &telnet) {
+            let (data, answer) = t.filter(&buf);
+            buf.clear();
+            buf.extend_from_slice(&data);
+            if !answer.is_empty() && tx.try_send(Bytes::from(answer)).is_err() {
+                tracing::debug!("telnet answers not taken; dropped");
+            }
+            if buf.is_empty() {
+                continue;
+            }
+        }
         if !deliver {
             buf.clear();
             continue;
         }
+        let n = buf.len();
         // Small reads are copied so the 64 KiB buffer is reused; large ones are handed over whole.
         let chunk = if n < CHUNK / 4 {
             let c = Bytes::copy_from_slice(&buf);
