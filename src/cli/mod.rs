@@ -6,6 +6,7 @@ mod chat;
 pub mod common;
 mod daytime;
 mod echo;
+mod http;
 mod relay;
 
 use anyhow::Result;
@@ -43,6 +44,9 @@ pub enum Tool {
     /// Time server (RFC 867): sends the time and closes (TCP) or answers each datagram (UDP)
     #[command(after_help = daytime::EXAMPLES)]
     Daytime(daytime::DaytimeArgs),
+    /// Static file server: a folder over HTTP/1.1 and HTTP/2 (TLS), listings, ranges, ETags
+    #[command(after_help = http::EXAMPLES)]
+    Http(http::HttpArgs),
     /// Netcat client: stdin to a TCP/UDP/Unix/TLS socket and the socket to stdout, or a command
     #[command(after_help = relay::CONNECT_EXAMPLES)]
     Connect(relay::ConnectArgs),
@@ -60,6 +64,7 @@ impl Tool {
             Tool::Chat(args) => chat::run(args).await,
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
+            Tool::Http(args) => http::run(args).await,
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
             Tool::Bench(args) => bench::run(args).await,
@@ -70,7 +75,7 @@ impl Tool {
     pub fn is_server(&self) -> bool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
-            Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
+            Tool::Echo(_) | Tool::Daytime(_) | Tool::Http(_) | Tool::Listen(_) => true,
             Tool::Connect(_) | Tool::Bench(_) => false,
         }
     }
