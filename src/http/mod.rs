@@ -682,28 +682,40 @@ fn plan_listing(dir: &Path, policy: &Policy, ask: &Ask) -> Plan {
     Plan::Ready(res, payload)
 }
 
-/// A precompressed sibling (`name.br`, `.zst`, `.gz`) the client accepts, if there is one; it
-/// must be a regular file that the policy admits like the original.
-fn precompressed(
-    policy: &Policy,
-    path: &Path,
-    accepts: &[Encoding],
-) -> Option<(Encoding, PathBuf, std::fs::Metadata)> {
-    let name = path.file_name()?.to_str()?;
-    for enc in accepts {
+/// A precompressed sibling.
+type Sibling = (Encoding, PathBuf, std::fs::Metadata);
+
+/// The precompressed sibling (`name.br`, `.zst`, `.gz`) the client accepts, if there is one (it
+/// must be a regular file that the policy admits like the original), and whether there is any
+/// sibling at all (then the answer varies with Accept-Encoding even when none is sent).
+fn precompressed(policy: &Policy, path: &Path, accepts: &[Encoding]) -> (Option<Sibling>, bool) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return (None, false);
+    };
+    let mut any = false;
+    for enc in Encoding::ALL {
         let sibling = path.with_file_name(format!("{name}.{}", enc.suffix()));
+        // One lstat first: most files have no sibling, and this is on every request's path.
+        if std::fs::symlink_metadata(&sibling).is_err() {
+            continue;
+        }
+        any = true;
+        if !accepts.contains(&enc) {
+            continue;
+        }
         let Ok(canonical) = std::fs::canonicalize(&sibling) else {
             continue;
         };
         if policy.admits(&canonical).is_err() {
             continue;
         }
-        match std::fs::metadata(&canonical) {
-            Ok(meta) if meta.is_file() => return Some((*enc, canonical, meta)),
-            _ => continue,
+        if let Ok(meta) = std::fs::metadata(&canonical) {
+            if meta.is_file() {
+                return (Some((enc, canonical, meta)), true);
+            }
         }
     }
-    None
+    (None, any)
 }
 
 /// Serves the file at `path` (canonical) asked for as `name`: the type follows the name asked
@@ -721,7 +733,8 @@ fn plan_file(
     let accepts = accepted(h);
     let text = compressible(&mime);
     // Which representation: a precompressed sibling, the file compressed now, or the file.
-    let (serve_path, meta, coding, on_the_fly) = match precompressed(policy, path, &accepts) {
+    let (sibling, has_siblings) = precompressed(policy, path, &accepts);
+    let (serve_path, meta, coding, on_the_fly) = match sibling {
         Some((enc, p, m)) => (p, m, Some(enc), false),
         None => {
             let fly = opts.compress
@@ -748,7 +761,7 @@ fn plan_file(
         set(rh, header::ETAG, &v.etag);
         set(rh, header::LAST_MODIFIED, &v.last_modified());
         // Varies whenever another client could get another encoding of this path.
-        if opts.compress && text || coding.is_some() {
+        if opts.compress && text || has_siblings {
             rh.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
     }
