@@ -929,3 +929,41 @@ fn a_missing_folder_is_an_error() {
     );
     let _ = Path::new("");
 }
+
+#[test]
+fn silent_and_idle_http2_connections_are_closed() {
+    let fx = fixture();
+    let server = start(&fx, &["--tls", "--header-timeout", "1s"]);
+    // Over TLS with ALPN h2: one client never sends the HTTP/2 preface, the other sends it and
+    // then nothing. Both must be closed (GOAWAY, then dropped) within a bounded time; before,
+    // hyper waited for ever for the preface or for the answer to its GOAWAY.
+    let out = python(
+        r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+for preface in (False, True):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+    assert s.selected_alpn_protocol() == "h2"
+    if preface:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    s.settimeout(8)
+    t = time.time()
+    try:
+        while s.recv(65536):
+            pass
+        print("closed", round(time.time() - t))
+    except socket.timeout:
+        print("open")
+"#,
+        &[&server.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        assert!(
+            l.starts_with("closed"),
+            "an HTTP/2 connection stayed open: {out}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -140,16 +142,16 @@ impl HttpConn {
     }
 }
 
-/// Counts when the last request began, for the HTTP/2 idle close.
+/// When bytes last moved on a connection, for the HTTP/2 idle close.
 #[derive(Clone)]
-struct LastRequest {
+struct LastActivity {
     start: Instant,
     millis: Arc<AtomicU64>,
 }
 
-impl LastRequest {
+impl LastActivity {
     fn new() -> Self {
-        LastRequest {
+        LastActivity {
             start: Instant::now(),
             millis: Arc::new(AtomicU64::new(0)),
         }
@@ -165,24 +167,63 @@ impl LastRequest {
     }
 }
 
-/// A service that notes each request's start (HTTP/2 only).
-#[derive(Clone)]
-struct Touching<S> {
+/// A stream that notes when bytes last moved either way (HTTP/2 only). Bytes, not requests: a
+/// long download on a connection that starts no new request is not idle.
+struct Activity<S> {
     inner: S,
-    last: LastRequest,
+    last: LastActivity,
 }
 
-impl<S, R> hyper::service::Service<R> for Touching<S>
-where
-    S: hyper::service::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        r
+    }
+}
 
-    fn call(&self, req: R) -> Self::Future {
-        self.last.touch();
-        self.inner.call(req)
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -228,9 +269,9 @@ pub async fn serve_http<S, B>(
     });
     let _gone = info.gone.clone().drop_guard();
     let service = make_service(info.clone());
-    let io = TokioIo::new(stream);
     match version {
         HttpVersion::Http1 => {
+            let io = TokioIo::new(stream);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -252,11 +293,11 @@ pub async fn serve_http<S, B>(
             }
         }
         HttpVersion::Http2 => {
-            let last = LastRequest::new();
-            let service = Touching {
-                inner: service,
+            let last = LastActivity::new();
+            let io = TokioIo::new(Activity {
+                inner: stream,
                 last: last.clone(),
-            };
+            });
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -264,7 +305,7 @@ pub async fn serve_http<S, B>(
                 .max_concurrent_streams(opts.max_streams);
             let http = builder.serve_connection(io, service);
             tokio::pin!(http);
-            let mut closing = false;
+            let mut told = false;
             loop {
                 let idle_until = last.at() + opts.header_timeout;
                 tokio::select! {
@@ -274,18 +315,26 @@ pub async fn serve_http<S, B>(
                         }
                         break;
                     }
-                    _ = shutdown.cancelled(), if !closing => {
+                    _ = shutdown.cancelled() => {
                         http.as_mut().graceful_shutdown();
                         let _ = tokio::time::timeout(opts.shutdown_grace, http.as_mut()).await;
                         break;
                     }
-                    _ = tokio::time::sleep_until(idle_until), if !closing => {
-                        // No request started for the header timeout: GOAWAY; streams still
-                        // running finish (their writes are under the write deadline).
-                        if last.at() + opts.header_timeout <= Instant::now() {
-                            closing = true;
-                            http.as_mut().graceful_shutdown();
+                    _ = tokio::time::sleep_until(idle_until) => {
+                        if last.at() + opts.header_timeout > Instant::now() {
+                            continue;
                         }
+                        // No byte either way for the header timeout (a client that never sends
+                        // its preface, or an idle connection): first a GOAWAY, then, if the
+                        // client still says nothing (hyper waits for its answer, and for a
+                        // preface that never comes), the connection is dropped.
+                        if told {
+                            tracing::debug!(peer = %info.peer, "idle http/2 connection dropped");
+                            break;
+                        }
+                        told = true;
+                        last.touch();
+                        http.as_mut().graceful_shutdown();
                     }
                 }
             }
