@@ -7,6 +7,7 @@
 //!   clients, history in SQLite).
 //! - [`echo`]: the echo server (TCP, UDP, Unix; optionally upper-casing).
 //! - [`daytime`]: the RFC 867 time service.
+//! - [`http`]: the static file server (listings, ranges, validators, compression, HTTP/2).
 //! - [`relay`]: the netcat (`connect` / `listen`): stdin/stdout bridged to a socket, or a command per
 //!   connection.
 //! - [`bench`]: load generators that measure sockit's servers or a peer's.
@@ -18,5 +19,6 @@ pub mod bench;
 pub mod chat;
 pub mod daytime;
 pub mod echo;
+pub mod http;
 pub mod net;
 pub mod relay;

@@ -1142,3 +1142,23 @@ fn man_pages_for_every_tool() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("connect"), "{err}");
 }
+
+/// HTTP clients: each request is an access log line, so the log fills as they come.
+fn http_clients(addr: &str) {
+    for _ in 0..50 {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = [0u8; 4096];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+#[test]
+fn http_stops_whatever_its_output_is() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "hi").unwrap();
+    let dir = dir.path().to_str().unwrap().to_string();
+    each_output(&["http", &dir, "-l", "127.0.0.1:0"], &http_clients);
+}

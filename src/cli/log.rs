@@ -124,6 +124,11 @@ pub fn say(text: &str) {
     queue(render(Level::INFO, text).into_bytes());
 }
 
+/// A line already in its final form (an access log line, JSON or not), queued as it is.
+pub fn raw(text: &str) {
+    queue(format!("{text}\n").into_bytes());
+}
+
 /// The final error line.
 pub fn error(text: &str) {
     queue(render(Level::ERROR, text).into_bytes());

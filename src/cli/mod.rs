@@ -7,6 +7,7 @@ pub mod common;
 mod daytime;
 mod docs;
 mod echo;
+mod http;
 pub mod log;
 mod relay;
 
@@ -51,6 +52,9 @@ pub enum Tool {
     /// Time server (RFC 867): sends the time and closes (TCP) or answers each datagram (UDP)
     #[command(after_help = daytime::EXAMPLES)]
     Daytime(daytime::DaytimeArgs),
+    /// Static file server: a folder over HTTP/1.1 and HTTP/2 (TLS), listings, ranges, ETags
+    #[command(after_help = http::EXAMPLES)]
+    Http(http::HttpArgs),
     /// Netcat client: stdin to a TCP/UDP/Unix/TLS socket and the socket to stdout, or a command
     #[command(after_help = relay::CONNECT_EXAMPLES)]
     Connect(relay::ConnectArgs),
@@ -72,6 +76,7 @@ impl Tool {
             Tool::Chat(args) => chat::run(args).await,
             Tool::Echo(args) => echo::run(args).await,
             Tool::Daytime(args) => daytime::run(args).await,
+            Tool::Http(args) => http::run(args).await,
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
             Tool::Bench(args) => bench::run(args).await,
@@ -84,7 +89,7 @@ impl Tool {
     pub fn is_server(&self) -> bool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
-            Tool::Echo(_) | Tool::Daytime(_) | Tool::Listen(_) => true,
+            Tool::Echo(_) | Tool::Daytime(_) | Tool::Http(_) | Tool::Listen(_) => true,
             Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
         }
     }

@@ -24,6 +24,7 @@ mod datagram;
 mod deadline;
 mod endpoint;
 mod error;
+pub mod http;
 mod idle;
 mod listener;
 mod peer;
@@ -46,6 +47,7 @@ pub use datagram::{
 pub use deadline::{WriteDeadline, WriteTimeout};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
+pub use http::{serve_http, HttpConn, HttpOptions, HttpVersion};
 pub use idle::IdleTimer;
 pub use listener::Listener;
 pub use peer::{canonical_addr, canonical_ip, AddrEntry, AddrKey, AddrTable};

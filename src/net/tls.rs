@@ -134,6 +134,21 @@ impl ServerTls {
         })
     }
 
+    /// The same identity offering `protocols` by ALPN (e.g. `h2` and `http/1.1`), most preferred
+    /// first. For servers whose TLS was built by shared code (the command line's `--tls`) without
+    /// knowing the protocol spoken over it.
+    pub fn with_alpn(mut self, protocols: &[&[u8]]) -> Self {
+        let mut config = rustls::ServerConfig::clone(self.acceptor.config());
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        self.acceptor = TlsAcceptor::from(Arc::new(config));
+        self
+    }
+
+    /// The ALPN protocols offered, most preferred first.
+    pub fn alpn(&self) -> &[Vec<u8>] {
+        &self.acceptor.config().alpn_protocols
+    }
+
     /// The acceptor to wrap accepted TCP streams with.
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor

@@ -14,7 +14,6 @@ mod host;
 mod origin;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Request, State};
@@ -23,40 +22,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use host::{parse_host_name, HostPolicy};
 pub use origin::{Origin, OriginPolicy};
 
 use super::hub::ChatHub;
 use super::ChatSettings;
+use crate::net::http::{http_refusals, security_headers, serve_http};
 use crate::net::{
-    self, Conn, Endpoint, Listener, LocalAddr, NetError, PeerAddr, ServerOptions, WriteDeadline,
-    WriteTimeout,
+    self, Conn, Endpoint, HttpConn, HttpOptions, Listener, LocalAddr, NetError, ServerOptions,
 };
 
 /// Where `--web` listens when given no address (clear of echo 9001/9002, chat 9003, http 8080,
 /// recv 6000 and daytime 9999).
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:9080";
-
-/// A request whose headers take longer than this is dropped (slowloris); it also bounds how long
-/// an idle keep-alive connection holds a connection slot.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest request head accepted (hyper answers 431 beyond it).
-const MAX_HEAD: usize = 16 * 1024;
-
-/// Sent instead of the chat's plain-text "server full" line: this listener speaks HTTP.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
-content-length: 38\r\nconnection: close\r\nretry-after: 5\r\n\r\nthe server is full; try again later.\r\n";
-
-/// Sent to a client refused by a per-address limit (too many connections, or too fast).
-const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\
-content-length: 58\r\nconnection: close\r\nretry-after: 5\r\n\r\n\
-too many connections from your address; try again later.\r\n";
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -96,24 +77,10 @@ struct Web {
     tls: bool,
 }
 
-/// One HTTP connection: who it is, and the WebSocket session it may turn into.
-struct ConnInfo {
-    peer: PeerAddr,
-    shutdown: CancellationToken,
-    idle_timeout: Option<Duration>,
-    /// The chat session of an upgraded connection; the connection handler waits for it, so the
-    /// net layer's slot and drain cover the whole session.
-    sessions: TaskTracker,
-    /// Cancelled if the connection handler is dropped (the drain ran out): sessions stop too.
-    gone: CancellationToken,
-    /// The connection's write deadline (`--write-timeout`), moved back once it is a WebSocket.
-    write_timeout: WriteTimeout,
-}
-
 #[derive(Clone)]
 struct AppState {
     web: Arc<Web>,
-    conn: Arc<ConnInfo>,
+    conn: Arc<HttpConn>,
 }
 
 impl WebGateway {
@@ -123,15 +90,8 @@ impl WebGateway {
         let names = config.hosts.iter().map(String::as_str);
         let hosts = HostPolicy::new(&listener.local_addr(), names.chain(config.origins.hosts()));
         let mut server = server.clone();
-        // A plain-text refusal is only readable before a TLS handshake that never happened.
-        server.busy_message = server
-            .tls
-            .is_none()
-            .then(|| bytes::Bytes::from_static(BUSY));
-        server.addr_limit_message = server
-            .tls
-            .is_none()
-            .then(|| bytes::Bytes::from_static(TOO_MANY));
+        // The chat's plain-text "server full" line would be noise to a browser.
+        http_refusals(&mut server);
         Ok(WebGateway {
             listener,
             origins: config.origins,
@@ -217,53 +177,21 @@ async fn check_host(State(hosts): State<Arc<HostPolicy>>, req: Request, next: Ne
     next.run(req).await
 }
 
-/// Serves one accepted connection with hyper until it closes, and then its WebSocket session.
+/// Serves one accepted connection with the net layer's HTTP glue (header timeout, head limit,
+/// write deadline, graceful shutdown, upgrades); the WebSocket session, if any, is waited for.
 async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
-    let Conn {
-        stream,
-        peer,
-        shutdown,
-        idle_timeout,
-    } = conn;
     // hyper waits on a full socket for as long as it takes: without a deadline, a client that
-    // pipelines requests and never reads the answers keeps its slot for ever.
-    let stream = WriteDeadline::new(stream, Some(web.settings.write_timeout));
-    let info = Arc::new(ConnInfo {
-        peer,
-        shutdown: shutdown.clone(),
-        idle_timeout,
-        sessions: TaskTracker::new(),
-        gone: CancellationToken::new(),
-        write_timeout: stream.timeout(),
-    });
-    let _gone = info.gone.clone().drop_guard();
-    let service = TowerToHyperService::new(router.with_state(AppState {
-        web,
-        conn: info.clone(),
-    }));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
-    let http = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(http);
-    tokio::select! {
-        r = http.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = %info.peer, error = %e, "http connection ended");
-            }
-        }
-        _ = shutdown.cancelled() => {
-            // Finish the request in flight, then close; an upgrade in flight still completes.
-            http.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(HEADER_TIMEOUT, http).await;
-        }
-    }
-    info.sessions.close();
-    info.sessions.wait().await;
+    // pipelines requests and never reads the answers keeps its slot for ever. The page is
+    // HTTP/1.1 only (the WebSocket needs it), so HTTP/2 is off even if TLS offered it.
+    let opts = HttpOptions {
+        write_timeout: Some(web.settings.write_timeout),
+        http2: false,
+        ..HttpOptions::default()
+    };
+    serve_http(conn, &opts, move |info| {
+        TowerToHyperService::new(router.with_state(AppState { web, conn: info }))
+    })
+    .await;
 }
 
 /// A static file with the headers that keep the page to itself.
@@ -271,18 +199,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    security_headers(h, CSP);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
@@ -306,7 +223,7 @@ async fn websocket(
     let conn = st.conn.clone();
     // The session counts as a task of this connection from now on; if the upgrade fails, the
     // callback (and with it the token) is dropped.
-    let token = conn.sessions.token();
+    let token = conn.upgrade_token();
     let cutoff = web.settings.flood_cutoff();
     upgrade
         .max_message_size(cutoff)
@@ -319,7 +236,7 @@ async fn websocket(
             // The session has the same write timeout, and when it fires it tells the client and
             // the room why; the stream's own stays as a backstop, just after it.
             let settings = &web.settings;
-            conn.write_timeout
+            conn.write_timeout()
                 .set(Some(settings.write_timeout + settings.flush_timeout));
             gateway::run(
                 socket,
@@ -328,7 +245,7 @@ async fn websocket(
                 gateway::Link {
                     peer: conn.peer.clone(),
                     shutdown: conn.shutdown.clone(),
-                    gone: conn.gone.clone(),
+                    gone: conn.gone(),
                     idle_timeout: conn.idle_timeout,
                 },
             )

@@ -1,0 +1,143 @@
+//! `sockit http` flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use sockit::http::{AccessLog, HttpConfig, HttpServer, LogFormat, DEFAULT_ADDR};
+use sockit::net::{self, http as nethttp, Endpoint, HttpOptions};
+
+use super::common::{parse_duration, parse_endpoint, ServerArgs};
+use super::log;
+
+pub const EXAMPLES: &str = "Examples:
+  sockit http                       the current folder on http://127.0.0.1:8080/
+  sockit http ~/site -l 0.0.0.0:8080 --compress
+  sockit http . --tls               https (and HTTP/2) with a self-signed certificate
+  sockit http . --auth ann:s3cret --tls
+Try it: curl -i http://127.0.0.1:8080/";
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Folder to serve [default: the current folder]
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or a port
+    #[arg(short = 'l', long = "listen", value_name = "ADDR", default_value = DEFAULT_ADDR, value_parser = parse_endpoint)]
+    pub addr: Endpoint,
+
+    /// Do not list folders that have no index.html (403 instead)
+    #[arg(long)]
+    pub no_listing: bool,
+
+    /// Serve and list dotfiles (.git, .env, ...); hidden by default
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Let symlinks lead out of DIR; by default a symlink to a place outside DIR gets 403
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Compress text files on the fly (br, zstd, gzip) for clients that accept it; .br/.zst/.gz
+    /// siblings are served without it
+    #[arg(long)]
+    pub compress: bool,
+
+    /// Smallest file compressed with --compress, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = sockit::http::DEFAULT_COMPRESS_MIN)]
+    pub compress_min: u64,
+
+    /// Ask for a user name and password (HTTP basic auth); use with --tls, or they cross the
+    /// network in the clear
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "SOCKIT_HTTP_AUTH",
+        hide_env_values = true
+    )]
+    pub auth: Option<String>,
+
+    /// A request head must arrive within this (slowloris); also how long an idle keep-alive
+    /// connection is kept
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger gets 431
+    #[arg(long, value_name = "BYTES", default_value_t = nethttp::DEFAULT_MAX_HEAD, value_parser = parse_head)]
+    pub max_header_size: usize,
+
+    /// Cut a response the client takes nothing of for this long (nginx's send_timeout; 0 = never)
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// HTTP/2: most requests in flight on one connection
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_streams: u32,
+
+    /// Speak only HTTP/1.1, also over TLS (HTTP/2 is offered by ALPN with --tls otherwise)
+    #[arg(long)]
+    pub no_http2: bool,
+
+    /// No access log (one line per request on stderr, common log format, JSON with --log-json)
+    #[arg(long)]
+    pub no_access_log: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// hyper needs at least 8 KiB of read buffer.
+fn parse_head(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 8192 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a head size of at least 8192 bytes"
+        )),
+    }
+}
+
+pub async fn run(args: HttpArgs) -> Result<()> {
+    let server = args.server.options("http")?;
+    if args.auth.is_some() && server.tls.is_none() {
+        log::say(
+            "sockit http: warning: --auth without --tls sends the password in the clear (base64) \
+             with every request",
+        );
+    }
+    let format = if log::is_json() {
+        LogFormat::Json
+    } else {
+        LogFormat::Common
+    };
+    let mut config = HttpConfig::new(args.addr, args.dir.clone());
+    config.listing = !args.no_listing;
+    config.hidden = args.hidden;
+    config.follow_symlinks = args.follow_symlinks;
+    config.compress = args.compress;
+    config.compress_min = args.compress_min;
+    config.auth = args.auth;
+    // Through the binary's one stderr writer, which never blocks on a pipe nobody reads.
+    config.access_log = (!args.no_access_log).then(|| AccessLog::to_sink(format, log::raw));
+    config.http = HttpOptions {
+        header_timeout: args.header_timeout,
+        max_head: args.max_header_size,
+        write_timeout: Some(args.write_timeout).filter(|d| !d.is_zero()),
+        http2: !args.no_http2,
+        max_streams: args.max_streams,
+        ..HttpOptions::default()
+    };
+    let tls = server.tls.is_some();
+    config.server = server;
+    let shutdown = net::on_signals()?;
+    let server = HttpServer::bind(config).await?;
+    let what = match (&server.local_addr(), tls) {
+        (net::LocalAddr::Unix(_), _) => "http over unix".to_string(),
+        (_, true) => format!("https, {}", server.root().display()),
+        (_, false) => format!("http, {}", server.root().display()),
+    };
+    super::announce("http", &server.local_addr(), &what);
+    server.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,969 @@
+//! `sockit http` against real clients: curl (HTTP/1.1, HTTP/2 over TLS, ranges, conditionals,
+//! compression, auth), python3's http.client and raw sockets (keep-alive, malformed and
+//! traversal requests, slowloris), std sockets that never read (write timeout).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{python, run, Server};
+
+const SECRET: &str = "TOP SECRET outside the served folder";
+
+/// The served folder and a sibling folder outside it (which a symlink inside points to).
+struct Fixture {
+    root: tempfile::TempDir,
+    _outside: tempfile::TempDir,
+}
+
+fn data(n: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9u32;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn big_text() -> String {
+    (0..20_000)
+        .map(|i| format!("line {i}: the quick brown fox\n"))
+        .collect()
+}
+
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::write(outside.path().join("secret.txt"), SECRET).unwrap();
+    std::fs::write(r.join("hello.txt"), "hello, world\n").unwrap();
+    std::fs::write(r.join("data.bin"), data(100_000)).unwrap();
+    std::fs::write(r.join("big.txt"), big_text()).unwrap();
+    std::fs::write(r.join("style.css"), "body{}\n").unwrap();
+    std::fs::write(r.join("app.js"), "let a = 1;\n").unwrap();
+    std::fs::write(r.join("pic.png"), data(3000)).unwrap();
+    std::fs::write(r.join("pre.js"), "original\n".repeat(200)).unwrap();
+    std::fs::write(r.join("pre.js.br"), "BROTLI-BYTES").unwrap();
+    std::fs::write(r.join("pre.js.gz"), "GZIP-BYTES").unwrap();
+    std::fs::write(r.join("pre.js.zst"), "ZSTD-BYTES").unwrap();
+    std::fs::write(r.join(".secret"), "dotfile").unwrap();
+    std::fs::create_dir(r.join(".git")).unwrap();
+    std::fs::write(r.join(".git/config"), "[core]").unwrap();
+    std::fs::create_dir(r.join("docs")).unwrap();
+    std::fs::write(r.join("docs/a.txt"), "a").unwrap();
+    std::fs::write(r.join("docs/bbb.txt"), "bbbbbbbbbb").unwrap();
+    std::fs::create_dir(r.join("site")).unwrap();
+    std::fs::write(r.join("site/index.html"), "<h1>site</h1>\n").unwrap();
+    std::fs::write(r.join("sp ace & <b>.txt"), "x").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), r.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), r.join("escape-dir")).unwrap();
+    std::os::unix::fs::symlink("hello.txt", r.join("inside")).unwrap();
+    Fixture {
+        root,
+        _outside: outside,
+    }
+}
+
+fn start(fx: &Fixture, extra: &[&str]) -> Server {
+    let dir = fx.root.path().to_str().unwrap().to_string();
+    let mut args = vec!["http", dir.as_str(), "-l", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// One response as curl saw it: the last status line's code, headers (lower-case names), body.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    version: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs curl (`-s -i`) with `args` and parses its output.
+fn curl(args: &[&str]) -> Got {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-S", "-i", "--max-time", "10"]).args(args);
+    let ran = run(cmd, b"", Duration::from_secs(15));
+    assert!(
+        !ran.timed_out && ran.code() == Some(0),
+        "curl {args:?} failed: {:?} {}",
+        ran.status,
+        ran.stderr
+    );
+    parse_response(&ran.stdout)
+}
+
+fn parse_response(raw: &[u8]) -> Got {
+    let mut rest = raw;
+    loop {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let body = &rest[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.split(' ');
+        let version = parts.next().unwrap().to_string();
+        let status: u16 = parts.next().unwrap().parse().unwrap();
+        if status == 100 {
+            rest = body;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        return Got {
+            status,
+            version,
+            headers,
+            body: body.to_vec(),
+        };
+    }
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.addr())
+}
+
+/// Sends `raw` on a fresh connection and returns everything the server answers until it closes
+/// or 3 s pass.
+fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One response is enough: stop once a full head and its body arrived.
+                if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                    if len.is_some_and(|l| out.len() >= end + 4 + l) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn serves_files_with_types_lengths_and_validators() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/hello.txt")]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"hello, world\n");
+    assert_eq!(
+        got.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(got.header("content-length"), Some("13"));
+    assert_eq!(got.header("accept-ranges"), Some("bytes"));
+    assert!(got.header("etag").is_some_and(|e| e.starts_with('"')));
+    assert!(got
+        .header("last-modified")
+        .is_some_and(|d| d.ends_with("GMT")));
+    for (path, mime) in [
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/pic.png", "image/png"),
+        ("/data.bin", "application/octet-stream"),
+    ] {
+        let got = curl(&[&url(&server, path)]);
+        assert_eq!(got.status, 200, "{path}");
+        assert_eq!(got.header("content-type"), Some(mime), "{path}");
+    }
+    // A large file (streamed, not read whole) arrives byte-exact.
+    let got = curl(&[&url(&server, "/data.bin")]);
+    assert_eq!(got.body, data(100_000));
+    // A symlink inside the folder is served.
+    assert_eq!(curl(&[&url(&server, "/inside")]).body, b"hello, world\n");
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let out = python(
+        r#"
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
+socks = set()
+for path in ["/hello.txt", "/docs/a.txt", "/hello.txt", "/nope"]:
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    socks.add(id(c.sock))
+    print(r.status, r.version, len(body) > 0)
+print("sockets", len(socks))
+"#,
+        &[&server.addr().ip().to_string(), &server.port().to_string()],
+    );
+    assert_eq!(
+        out.trim(),
+        "200 11 True\n200 11 True\n200 11 True\n404 11 True\nsockets 1",
+        "{out}"
+    );
+}
+
+#[test]
+fn head_and_other_methods() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&["-I", &url(&server, "/data.bin")]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-length"), Some("100000"));
+    assert!(got.body.is_empty());
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let got = curl(&["-X", method, &url(&server, "/hello.txt")]);
+        assert_eq!(got.status, 405, "{method}");
+        assert_eq!(got.header("allow"), Some("GET, HEAD"), "{method}");
+    }
+}
+
+#[test]
+fn conditional_requests() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let u = url(&server, "/hello.txt");
+    let first = curl(&[&u]);
+    let etag = first.header("etag").unwrap().to_string();
+    let modified = first.header("last-modified").unwrap().to_string();
+
+    let got = curl(&["-H", &format!("If-None-Match: {etag}"), &u]);
+    assert_eq!(got.status, 304);
+    assert!(got.body.is_empty());
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    // Weak comparison for If-None-Match, and lists.
+    let got = curl(&["-H", &format!("If-None-Match: \"x\", W/{etag}"), &u]);
+    assert_eq!(got.status, 304);
+    let got = curl(&["-H", "If-None-Match: \"other\"", &u]);
+    assert_eq!(got.status, 200);
+
+    let got = curl(&["-H", &format!("If-Modified-Since: {modified}"), &u]);
+    assert_eq!(got.status, 304);
+    let got = curl(&["-H", "If-Modified-Since: Mon, 01 Jan 2001 00:00:00 GMT", &u]);
+    assert_eq!(got.status, 200);
+    // If-None-Match wins over If-Modified-Since.
+    let got = curl(&[
+        "-H",
+        "If-None-Match: \"other\"",
+        "-H",
+        &format!("If-Modified-Since: {modified}"),
+        &u,
+    ]);
+    assert_eq!(got.status, 200);
+
+    let got = curl(&["-H", "If-Match: \"other\"", &u]);
+    assert_eq!(got.status, 412);
+    let got = curl(&["-H", &format!("If-Match: {etag}"), &u]);
+    assert_eq!(got.status, 200);
+}
+
+#[test]
+fn ranges_single_multiple_and_unsatisfiable() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let u = url(&server, "/data.bin");
+    let all = data(100_000);
+
+    let got = curl(&["-r", "10-19", &u]);
+    assert_eq!(got.status, 206);
+    assert_eq!(got.header("content-range"), Some("bytes 10-19/100000"));
+    assert_eq!(got.body, &all[10..20]);
+    let got = curl(&["-r", "-5", &u]);
+    assert_eq!(
+        got.header("content-range"),
+        Some("bytes 99995-99999/100000")
+    );
+    assert_eq!(got.body, &all[99_995..]);
+    let got = curl(&["-r", "99000-", &u]);
+    assert_eq!(got.body, &all[99_000..]);
+
+    // Two ranges: multipart/byteranges, each part with its own Content-Range, bytes exact.
+    let got = curl(&["-r", "0-9,50000-50099", &u]);
+    assert_eq!(got.status, 206);
+    let ct = got.header("content-type").unwrap();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{ct}"));
+    assert_eq!(
+        got.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        got.body.len()
+    );
+    let parts = split_multipart(&got.body, boundary);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].0, "bytes 0-9/100000");
+    assert_eq!(parts[0].1, &all[0..10]);
+    assert_eq!(parts[1].0, "bytes 50000-50099/100000");
+    assert_eq!(parts[1].1, &all[50_000..50_100]);
+
+    let got = curl(&["-r", "200000-300000", &u]);
+    assert_eq!(got.status, 416);
+    assert_eq!(got.header("content-range"), Some("bytes */100000"));
+
+    // If-Range: the current ETag honours the range, a stale one gets the whole file.
+    let etag = curl(&["-I", &u]).header("etag").unwrap().to_string();
+    let got = curl(&["-r", "0-3", "-H", &format!("If-Range: {etag}"), &u]);
+    assert_eq!(got.status, 206);
+    let got = curl(&["-r", "0-3", "-H", "If-Range: \"stale\"", &u]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), 100_000);
+    let got = curl(&[
+        "-r",
+        "0-3",
+        "-H",
+        "If-Range: Mon, 01 Jan 2001 00:00:00 GMT",
+        &u,
+    ]);
+    assert_eq!(got.status, 200);
+}
+
+/// Splits a multipart/byteranges body into (content-range, bytes).
+fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delim = format!("--{boundary}");
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let find = |hay: &[u8], from: usize, needle: &[u8]| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    while let Some(start) = find(body, pos, delim.as_bytes()) {
+        let after = start + delim.len();
+        if body[after..].starts_with(b"--") {
+            break;
+        }
+        let head_end = find(body, after, b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&body[after..head_end]).to_ascii_lowercase();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-range:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let data_start = head_end + 4;
+        let next = find(body, data_start, format!("\r\n{delim}").as_bytes()).unwrap();
+        out.push((range, body[data_start..next].to_vec()));
+        pos = next + 2;
+    }
+    out
+}
+
+#[test]
+fn index_html_redirects_and_404() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/site/")]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"<h1>site</h1>\n");
+    assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
+    let got = curl(&[&url(&server, "/site?x=1")]);
+    assert_eq!(got.status, 301);
+    assert_eq!(got.header("location"), Some("/site/?x=1"));
+    let got = curl(&[&url(&server, "/missing.html")]);
+    assert_eq!(got.status, 404);
+    assert_eq!(got.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(got.text().contains("404 Not Found"), "{}", got.text());
+    // A file asked for as a folder is not there either.
+    assert_eq!(curl(&[&url(&server, "/hello.txt/")]).status, 404);
+}
+
+#[test]
+fn listing_html_json_and_sorting() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/")]);
+    assert_eq!(got.status, 200);
+    let page = got.text();
+    for needle in [
+        "href=\"./docs/\"",
+        "href=\"./hello.txt\"",
+        ">hello.txt</a>",
+        // Names are escaped in text and in links.
+        "sp ace &amp; &lt;b&gt;.txt",
+        "href=\"./sp%20ace%20%26%20%3Cb%3E.txt\"",
+        "name=\"viewport\"",
+        "13 B",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from\n{page}");
+    }
+    for absent in [".secret", ".git", "escape", "Index of /../"] {
+        assert!(!page.contains(absent), "{absent} listed:\n{page}");
+    }
+    // No parent link at the top, one below.
+    assert!(!page.contains("href=\"../\""));
+    assert!(curl(&[&url(&server, "/docs/")])
+        .text()
+        .contains("href=\"../\""));
+
+    // Sorted by size, largest first (folders first in any order).
+    let page = curl(&[&url(&server, "/docs/?sort=size&order=desc")]).text();
+    let (b, a) = (page.find("bbb.txt").unwrap(), page.find("a.txt<").unwrap());
+    assert!(
+        b < a,
+        "bbb.txt (10 B) should come before a.txt (1 B):\n{page}"
+    );
+    let page = curl(&[&url(&server, "/docs/?sort=name")]).text();
+    assert!(page.find("a.txt<").unwrap() < page.find("bbb.txt").unwrap());
+
+    let got = curl(&["-H", "Accept: application/json", &url(&server, "/docs/")]);
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    let list: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    let names: Vec<(&str, &str, u64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("a.txt", "file", 1), ("bbb.txt", "file", 10)]);
+    assert!(list[0]["mtime"].as_str().unwrap().ends_with("GMT"));
+}
+
+#[test]
+fn no_listing_refuses_folders_but_serves_index() {
+    let fx = fixture();
+    let server = start(&fx, &["--no-listing"]);
+    assert_eq!(curl(&[&url(&server, "/docs/")]).status, 403);
+    assert_eq!(curl(&[&url(&server, "/")]).status, 403);
+    assert_eq!(curl(&[&url(&server, "/site/")]).status, 200);
+    assert_eq!(curl(&[&url(&server, "/docs/a.txt")]).status, 200);
+}
+
+#[test]
+fn precompressed_siblings_are_served_to_clients_that_accept_them() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let u = url(&server, "/pre.js");
+    for (accept, body, coding) in [
+        ("br, gzip", "BROTLI-BYTES", Some("br")),
+        ("gzip", "GZIP-BYTES", Some("gzip")),
+        ("zstd", "ZSTD-BYTES", Some("zstd")),
+        ("gzip;q=0, identity", "", None),
+    ] {
+        let got = curl(&["-H", &format!("Accept-Encoding: {accept}"), &u]);
+        assert_eq!(got.status, 200, "{accept}");
+        assert_eq!(got.header("content-encoding"), coding, "{accept}");
+        assert_eq!(
+            got.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(got.header("vary"), Some("Accept-Encoding"), "{accept}");
+        if coding.is_some() {
+            assert_eq!(got.text(), body, "{accept}");
+        } else {
+            assert_eq!(got.text(), "original\n".repeat(200));
+        }
+    }
+    // Each encoding has its own ETag, so a cache never mixes them up.
+    let br = curl(&["-H", "Accept-Encoding: br", &u]);
+    let plain = curl(&[&u]);
+    assert_ne!(br.header("etag"), plain.header("etag"));
+}
+
+#[test]
+fn compress_on_the_fly_for_text_only() {
+    let fx = fixture();
+    let server = start(&fx, &["--compress"]);
+    let text = big_text();
+    for coding in ["gzip", "br", "zstd"] {
+        let got = curl(&[
+            "-H",
+            &format!("Accept-Encoding: {coding}"),
+            &url(&server, "/big.txt"),
+        ]);
+        assert_eq!(got.header("content-encoding"), Some(coding));
+        assert!(
+            got.body.len() < text.len() / 4,
+            "{coding}: {} bytes",
+            got.body.len()
+        );
+    }
+    // curl decodes what it asked for: the text arrives whole.
+    let got = curl(&["--compressed", &url(&server, "/big.txt")]);
+    assert!(got.header("content-encoding").is_some());
+    assert_eq!(got.text(), text);
+    // Small files, binary files and ranges are sent as they are.
+    for path in ["/hello.txt", "/pic.png", "/data.bin"] {
+        let got = curl(&["-H", "Accept-Encoding: gzip", &url(&server, path)]);
+        assert_eq!(got.header("content-encoding"), None, "{path}");
+    }
+    let got = curl(&[
+        "-H",
+        "Accept-Encoding: gzip",
+        "-r",
+        "0-4",
+        &url(&server, "/big.txt"),
+    ]);
+    assert_eq!(got.status, 206);
+    assert_eq!(got.body, b"line ");
+
+    // Without --compress nothing is compressed.
+    let plain = start(&fx, &[]);
+    let got = curl(&["-H", "Accept-Encoding: gzip", &url(&plain, "/big.txt")]);
+    assert_eq!(got.header("content-encoding"), None);
+    assert_eq!(got.body.len(), text.len());
+}
+
+/// Requests that try to leave the folder (or reach hidden files). Sent raw, byte for byte, so no
+/// client normalises them first.
+const TRAVERSALS: &[&str] = &[
+    "/../../../../../../etc/passwd",
+    "/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/%2E%2E/%2E%2E/%2E%2E/etc/passwd",
+    "/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/.%2e/.%2e/.%2e/etc/passwd",
+    "/%2e./%2e./%2e./etc/passwd",
+    "/%252e%252e/%252e%252e/%252e%252e/etc/passwd",
+    "/..%252f..%252f..%252fetc%252fpasswd",
+    "/%25252e%25252e/etc/passwd",
+    "/%c0%ae%c0%ae/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+    "/%c0%ae%c0%ae%c0%af%c0%ae%c0%ae%c0%afetc%c0%afpasswd",
+    "/..%c0%af..%c0%af..%c0%afetc/passwd",
+    "/%e0%80%ae%e0%80%ae/%e0%80%ae%e0%80%ae/etc/passwd",
+    "/%f0%80%80%ae%f0%80%80%ae/etc/passwd",
+    "/..%5c..%5c..%5cetc%5cpasswd",
+    "/%5c..%5c..%5c..%5cetc%5cpasswd",
+    "/..\\..\\..\\etc\\passwd",
+    "/docs/..%5c..%5c..%5cetc/passwd",
+    "/docs/../../../etc/passwd",
+    "/docs/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/./../../etc/passwd",
+    "/hello.txt%00.html",
+    "/%00/../../etc/passwd",
+    "/docs/..%00/..%00/etc/passwd",
+    "//etc/passwd",
+    "/%2fetc%2fpasswd",
+    "/C:/Windows/win.ini",
+    "/c:%5cwindows%5cwin.ini",
+    "/C%3a/Windows/win.ini",
+    "/%43:/Windows/win.ini",
+    "/escape",
+    "/escape-dir/secret.txt",
+    "/escape-dir/",
+    "/inside/../escape",
+    "/.secret",
+    "/%2esecret",
+    "/.git/config",
+    "/%2egit/config",
+    "/docs/../.git/config",
+    "http://localhost/../../../etc/passwd",
+    "/%uff0e%uff0e/%uff0e%uff0e/etc/passwd",
+    "/%ef%bc%8e%ef%bc%8e/%ef%bc%8e%ef%bc%8e/etc/passwd",
+    "/....//....//....//etc/passwd",
+    "/..;/..;/..;/etc/passwd",
+    "/%0d%0a/../etc/passwd",
+];
+
+#[test]
+fn traversal_payloads_are_refused_and_nothing_outside_is_read() {
+    assert!(TRAVERSALS.len() >= 30);
+    let fx = fixture();
+    let outside_name = fx
+        ._outside
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let server = start(&fx, &[]);
+    let climb = format!("/../{outside_name}/secret.txt");
+    let encoded = format!("/%2e%2e/{outside_name}/secret.txt");
+    let mut payloads: Vec<&str> = TRAVERSALS.to_vec();
+    payloads.push(&climb);
+    payloads.push(&encoded);
+    let mut report = Vec::new();
+    for p in &payloads {
+        let req = format!("GET {p} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(server.addr(), req.as_bytes());
+        let text = String::from_utf8_lossy(&answer);
+        let status = text.split(' ').nth(1).unwrap_or("none").to_string();
+        assert!(
+            !text.contains(SECRET)
+                && !text.contains("root:")
+                && !text.contains("[core]")
+                && !text.contains("dotfile"),
+            "{p} read something outside the folder or hidden:\n{text}"
+        );
+        // Refused with a 4xx, or the connection dropped by hyper for a malformed target.
+        assert!(
+            answer.is_empty() || ["400", "403", "404"].contains(&status.as_str()),
+            "{p}: {text}"
+        );
+        report.push(format!("{status} {p}"));
+    }
+    // The control: the same server serves what is inside.
+    let ok = raw_exchange(
+        server.addr(),
+        b"GET /docs/../hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 400"));
+    let ok = raw_exchange(server.addr(), b"GET /inside HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(String::from_utf8_lossy(&ok).ends_with("hello, world\n"));
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn symlinks_out_and_dotfiles_need_their_flags() {
+    let fx = fixture();
+    let open = start(&fx, &["--follow-symlinks", "--hidden"]);
+    let got = curl(&[&url(&open, "/escape")]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), SECRET);
+    assert_eq!(curl(&[&url(&open, "/.secret")]).text(), "dotfile");
+    let page = curl(&[&url(&open, "/")]).text();
+    assert!(
+        page.contains(".secret") && page.contains("escape"),
+        "{page}"
+    );
+
+    let closed = start(&fx, &[]);
+    assert_eq!(curl(&[&url(&closed, "/escape")]).status, 403);
+    assert_eq!(curl(&[&url(&closed, "/.secret")]).status, 404);
+}
+
+#[test]
+fn basic_auth_and_its_warning() {
+    let fx = fixture();
+    let server = start(&fx, &["--auth", "ann:s3cret"]);
+    assert!(
+        server.wait_for_log("without --tls", Duration::from_secs(5)),
+        "{}",
+        server.stderr()
+    );
+    let u = url(&server, "/hello.txt");
+    let got = curl(&[&u]);
+    assert_eq!(got.status, 401);
+    assert!(got
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Basic realm="));
+    assert_eq!(curl(&["-u", "ann:wrong", &u]).status, 401);
+    assert_eq!(curl(&["-u", "ann:s3cre", &u]).status, 401);
+    assert_eq!(curl(&["-u", "bob:s3cret", &u]).status, 401);
+    let got = curl(&["-u", "ann:s3cret", &u]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"hello, world\n");
+    // Even a 405 needs credentials first: nothing about the server leaks to strangers.
+    assert_eq!(curl(&["-X", "POST", &u]).status, 401);
+    assert!(server.wait_for_log("127.0.0.1 - ann [", Duration::from_secs(5)));
+}
+
+#[test]
+fn access_log_lines_common_and_json() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    curl(&[
+        "-A",
+        "tester/1",
+        "-e",
+        "http://ref/",
+        &url(&server, "/hello.txt?q=1"),
+    ]);
+    assert!(
+        server.wait_for_log(
+            "\"GET /hello.txt?q=1 HTTP/1.1\" 200 13 \"http://ref/\" \"tester/1\"",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.stderr()
+    );
+    let line = server
+        .stderr()
+        .lines()
+        .find(|l| l.contains("/hello.txt?q=1"))
+        .unwrap()
+        .to_string();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+
+    let dir = fx.root.path().to_str().unwrap().to_string();
+    let json = Server::start(&["--log-json", "http", &dir, "-l", "127.0.0.1:0"]);
+    curl(&[&url(&json, "/nope")]);
+    assert!(json.wait_for_log("\"status\":404", Duration::from_secs(5)));
+    let line = json
+        .stderr()
+        .lines()
+        .find(|l| l.contains("\"status\":404"))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"], "/nope");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["remote"], "127.0.0.1");
+
+    let quiet = start(&fx, &["--no-access-log"]);
+    curl(&[&url(&quiet, "/hello.txt")]);
+    thread::sleep(Duration::from_millis(300));
+    assert!(!quiet.stderr().contains("GET /hello.txt"));
+}
+
+#[test]
+fn http2_over_tls_by_alpn() {
+    let fx = fixture();
+    let server = start(&fx, &["--tls"]);
+    let base = format!("https://localhost:{}", server.port());
+    let resolve = format!("localhost:{}:127.0.0.1", server.port());
+    let got = curl(&[
+        "--http2",
+        "-k",
+        "--resolve",
+        &resolve,
+        &format!("{base}/hello.txt"),
+    ]);
+    assert_eq!(got.version, "HTTP/2");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"hello, world\n");
+    let got = curl(&[
+        "--http2",
+        "-k",
+        "--resolve",
+        &resolve,
+        "-r",
+        "0-9,100-109",
+        &format!("{base}/data.bin"),
+    ]);
+    assert_eq!(got.version, "HTTP/2");
+    assert_eq!(got.status, 206);
+    let boundary = got
+        .header("content-type")
+        .unwrap()
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap()
+        .to_string();
+    let parts = split_multipart(&got.body, &boundary);
+    assert_eq!(parts[1].1, &data(110)[100..110]);
+    // HTTP/1.1 over the same TLS port still works.
+    let got = curl(&[
+        "--http1.1",
+        "-k",
+        "--resolve",
+        &resolve,
+        &format!("{base}/hello.txt"),
+    ]);
+    assert_eq!(got.version, "HTTP/1.1");
+    assert_eq!(got.status, 200);
+
+    // --no-http2: ALPN offers only http/1.1.
+    let h1 = start(&fx, &["--tls", "--no-http2"]);
+    let resolve = format!("localhost:{}:127.0.0.1", h1.port());
+    let got = curl(&[
+        "--http2",
+        "-k",
+        "--resolve",
+        &resolve,
+        &format!("https://localhost:{}/hello.txt", h1.port()),
+    ]);
+    assert_eq!(got.version, "HTTP/1.1");
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let fx = fixture();
+    let server = start(&fx, &["--max-header-size", "8192"]);
+    let req = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let answer = raw_exchange(server.addr(), req.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let ok = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn slowloris_connections_are_cut_and_do_not_stop_service() {
+    let fx = fixture();
+    let server = start(&fx, &["--header-timeout", "2s"]);
+    // 200 connections that each send half a request head and then nothing.
+    let started = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Meanwhile, normal requests are served.
+    for _ in 0..5 {
+        let got = curl(&[&url(&server, "/hello.txt")]);
+        assert_eq!(got.status, 200);
+    }
+    // Each slow connection is closed by the server once the header timeout passes (bounded:
+    // 10 s for a 2 s timeout), possibly after a 408.
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("a slow connection was not cut: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(got.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let fx = fixture();
+    let server = start(&fx, &["--header-timeout", "1s"]);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("idle connection kept open: {e}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    assert!(t.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn a_client_that_never_reads_loses_its_slot_after_the_write_timeout() {
+    let fx = fixture();
+    // 16 MiB: far more than the socket buffers hold.
+    std::fs::write(fx.root.path().join("huge.bin"), data(16 << 20)).unwrap();
+    let server = start(&fx, &["--max-conns", "1", "--write-timeout", "2s"]);
+    let mut hog = TcpStream::connect(server.addr()).unwrap();
+    hog.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // The one slot is taken: a second client is told the server is full.
+    let busy = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&busy).starts_with("HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&busy)
+    );
+    // Bounded: the timeout is 2 s; give it 10.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client that never reads kept its slot:\n{}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    drop(hog);
+}
+
+#[test]
+fn a_missing_folder_is_an_error() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
+    cmd.args(["http", "/nonexistent/sockit-test", "-l", "127.0.0.1:0"]);
+    let ran = run(cmd, b"", Duration::from_secs(10));
+    assert_eq!(ran.code(), Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cannot serve /nonexistent/sockit-test"),
+        "{}",
+        ran.stderr
+    );
+    let _ = Path::new("");
+}
+
+#[test]
+fn silent_and_idle_http2_connections_are_closed() {
+    let fx = fixture();
+    let server = start(&fx, &["--tls", "--header-timeout", "1s"]);
+    // Over TLS with ALPN h2: one client never sends the HTTP/2 preface, the other sends it and
+    // then nothing. Both must be closed (GOAWAY, then dropped) within a bounded time; before,
+    // hyper waited for ever for the preface or for the answer to its GOAWAY.
+    let out = python(
+        r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+for preface in (False, True):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+    assert s.selected_alpn_protocol() == "h2"
+    if preface:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    s.settimeout(8)
+    t = time.time()
+    try:
+        while s.recv(65536):
+            pass
+        print("closed", round(time.time() - t))
+    except socket.timeout:
+        print("open")
+"#,
+        &[&server.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        assert!(
+            l.starts_with("closed"),
+            "an HTTP/2 connection stayed open: {out}"
+        );
+    }
+}
