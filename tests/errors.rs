@@ -396,3 +396,43 @@ c.close()
     assert_one_line(&err);
     drop(sin);
 }
+
+/// `--history PATH` in a folder that does not exist is an error (a typo must not make folders);
+/// only the default location's folders are made.
+#[test]
+fn history_in_a_missing_folder_is_an_error_but_the_default_folder_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("chat.sqlite3");
+    let (code, err) = fails(&[
+        "chat",
+        "--history",
+        missing.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such folder"), "{err}");
+    assert_one_line(&err);
+    assert!(
+        !dir.path().join("no-such-dir").exists(),
+        "the folder was made"
+    );
+
+    // The default location ($XDG_DATA_HOME/sockit/chat.sqlite3) is made as needed.
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .env("XDG_DATA_HOME", &data)
+        .args(["chat", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = data.join("sockit").join("chat.sqlite3");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !db.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(db.exists(), "the default history was not made");
+}

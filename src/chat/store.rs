@@ -169,18 +169,22 @@ fn unpack(value: ValueRef<'_>) -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. Its folder must exist: a typo in a
+    /// path must not quietly make folders somewhere (the binary makes the default location's).
     pub fn open(path: &Path, full_sync: bool) -> Result<Self, StoreError> {
         let err = |source| StoreError::Sqlite {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(StoreError::Io {
                     path: dir.display().to_string(),
-                    source,
-                })?;
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such folder (create it first, or leave out --history for the default)",
+                    ),
+                });
             }
         }
         let conn = Connection::open(path).map_err(err)?;

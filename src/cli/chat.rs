@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use sockit::chat::client::{self, ClientConfig, ClientError};
 use sockit::chat::web::{parse_host_name, Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
@@ -350,7 +350,19 @@ impl ChatArgs {
             History::None
         } else {
             History::Sqlite {
-                path: self.history.clone().unwrap_or_else(store::default_path),
+                path: match &self.history {
+                    Some(path) => path.clone(),
+                    None => {
+                        // Only the default location's folders are made; a given path's must exist.
+                        let path = store::default_path();
+                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                            std::fs::create_dir_all(dir).with_context(|| {
+                                format!("cannot make the history folder {}", dir.display())
+                            })?;
+                        }
+                        path
+                    }
+                },
                 full_sync: self.fsync,
                 retention: Retention {
                     max_age: (!self.history_max_age.is_zero()).then_some(self.history_max_age),
