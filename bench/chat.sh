@@ -6,6 +6,7 @@
 #   bench/chat.sh              the four phases below, about 5 minutes
 #   bench/chat.sh --quick      tiny loads, ~1 s per step (what CI may run once)
 #   CLIENTS=500 RAMP="1 2 4" SLO_P99_MS=50 bench/chat.sh
+#   SERVERS="sockit base" BASE=/path/to/older/sockit bench/chat.sh   an A/B of two sockit builds
 #
 # Phases, each step on freshly started servers:
 #   1. reference   the issue's load: CLIENTS in one room, SENDERS talking at RATE lines/s each,
@@ -81,6 +82,8 @@ start_server() { # server
   case "$1" in
     sockit) start "$name" "$PORT" "$SOCKIT" -q chat "127.0.0.1:$PORT" \
       --history "$WORK/history-$STEP.sqlite3" --rate 0 --max-conns $((CLIENTS + 100)) ;;
+    base) start "$name" "$PORT" "${BASE:?set BASE to the sockit binary to compare with}" -q chat \
+      "127.0.0.1:$PORT" --history "$WORK/history-$STEP.sqlite3" --rate 0 --max-conns $((CLIENTS + 100)) ;;
     ncat) start "$name" "$PORT" ncat -l --chat 127.0.0.1 "$PORT" -m $((CLIENTS + 100)) ;;
     python) start "$name" "$PORT" python3 bench/chat_threads.py "127.0.0.1:$PORT" ;;
   esac
@@ -161,7 +164,7 @@ python3 - "$WORK" "$SLO_P99_MS" "$SERVERS" "$RAMP" "$REF_RUNS" <<'PY'
 import json, os, statistics, sys
 work, slo_ms, servers, ramp = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 runs = int(sys.argv[5])
-names = {"sockit": "sockit chat", "ncat": "ncat --chat", "python": "python threads"}
+names = {"sockit": "sockit chat", "base": "sockit chat (BASE)", "ncat": "ncat --chat", "python": "python threads"}
 
 def load(out):
     path = f"{work}/{out}.json"
@@ -234,6 +237,8 @@ for s in servers:
     first_miss = f"; first miss at {miss[s]:,.0f}/s offered" if miss.get(s) else (
         "; never missed (raise RAMP)" if s not in miss else "")
     print(f"{names[s]}: sustained {top}{first_miss}")
+if "sockit" in peak and "base" in peak:
+    print(f"capacity ratio sockit / BASE: {peak['sockit'] / peak['base']:.2f}x")
 if "sockit" in peak and "ncat" in servers:
     if "ncat" in peak:
         print(f"capacity ratio sockit / ncat: {peak['sockit'] / peak['ncat']:.0f}x"
