@@ -174,6 +174,12 @@ impl Session {
     }
 
     async fn join(&mut self, room: &str) -> Result<(), HubClosed> {
+        // Boxed: a join waits (for reply budget, for its delivery), and the state of those waits
+        // would otherwise be part of every connection's task, idle ones included.
+        Box::pin(self.join_now(room)).await
+    }
+
+    async fn join_now(&mut self, room: &str) -> Result<(), HubClosed> {
         let room: Arc<str> = Arc::from(room);
         if self.room.as_deref() == Some(&*room) {
             self.reply("info", &format!("you are already in #{room}"), None);
@@ -318,10 +324,18 @@ impl Session {
                 );
             }
             let ended = self.outbox.ended().clone();
-            tokio::select! {
-                _ = self.bucket.take() => {}
-                // Dropped meanwhile (it stopped reading its output): nothing left to do.
-                _ = ended.cancelled() => return Ok(None),
+            let bucket = &mut self.bucket;
+            // Boxed, as `join`: the wait's state is only allocated by a client being slowed.
+            let gone = Box::pin(async move {
+                tokio::select! {
+                    _ = bucket.take() => false,
+                    // Dropped meanwhile (it stopped reading its output): nothing left to do.
+                    _ = ended.cancelled() => true,
+                }
+            })
+            .await;
+            if gone {
+                return Ok(None);
             }
         }
         match Command::parse(&text) {
@@ -350,7 +364,10 @@ impl Session {
                 );
             }
             Command::Msg(to, text) => self.private(to, text).await?,
-            Command::History(n) => self.history(n.unwrap_or(self.cfg.replay.max(1))).await,
+            Command::History(n) => {
+                let n = n.unwrap_or(self.cfg.replay.max(1));
+                Box::pin(self.history(n)).await
+            }
             Command::Help => {
                 for line in HELP {
                     self.reply("help", line, None);
