@@ -945,3 +945,186 @@ fn replies_never_overtake_the_welcome_or_earlier_lines() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// IRC habits: `/part` leaves the room and stays connected (back in the default room), `/j`,
+/// `/names`, `/list`, `/query`, `/w`/`/whois`, `/topic` (kept per room, shown on join, bounded by
+/// `--max-topic`, forgotten with the room) and `/away` (in `/whois`, and told to `/msg` senders),
+/// all listed in `/help`; JSON clients get each answer typed.
+#[test]
+fn irc_habits_part_topic_whois_away() {
+    let server = Chat::start(&[
+        "--no-history",
+        "--max-topic",
+        "20",
+        "--max-away",
+        "30",
+        "127.0.0.1:0",
+    ]);
+    let addr = server.addr();
+    let mut ann = Peer::joined(addr);
+    ann.send("/nick ann");
+    ann.expect("nick", |l| body(l).ends_with("is now known as ann"));
+    ann.nick = "ann".into();
+    let mut bob = Peer::nc(addr);
+    bob.wait_join("lobby");
+    bob.send("/nick bob");
+    bob.expect("nick", |l| body(l).ends_with("is now known as bob"));
+    bob.nick = "bob".into();
+
+    ann.send("/help");
+    let mut help = Vec::new();
+    while !help
+        .last()
+        .is_some_and(|l: &String| l.contains("Anything else"))
+    {
+        help.push(ann.expect("help", |l| l.starts_with("-!- ")));
+    }
+    let help = help.join("\n");
+    let words: Vec<&str> = help
+        .split(|c: char| c.is_whitespace() || ",;()".contains(c))
+        .collect();
+    for cmd in [
+        "/part", "/topic", "/whois", "/away", "/j", "/names", "/list", "/query", "/w",
+    ] {
+        assert!(words.contains(&cmd), "/help does not list {cmd}:\n{help}");
+    }
+
+    // /j, /topic set and shown, announced to the room.
+    ann.send("/j rust");
+    ann.expect("join #rust", |l| body(l) == "-!- ann joined #rust");
+    ann.send("/topic");
+    ann.expect("no topic", |l| l == "-!- #rust has no topic");
+    ann.send("/topic this text is far too long");
+    ann.expect("topic too long", |l| {
+        l.starts_with("-!- error: ") && l.contains("20 characters")
+    });
+    ann.send("/topic rust talk");
+    ann.expect("topic announced", |l| {
+        body(l) == "-!- ann set the topic of #rust: rust talk"
+    });
+    // A joiner sees it after the replay, with its join.
+    bob.send("/join rust");
+    bob.expect("bob joins", |l| body(l) == "-!- bob joined #rust");
+    bob.expect("topic on join", |l| {
+        l.starts_with("-!- topic of #rust: rust talk (set by ann")
+    });
+    bob.send("/topic");
+    bob.expect("topic shown", |l| {
+        l.starts_with("-!- topic of #rust: rust talk (set by ann")
+    });
+    bob.send("/names");
+    bob.expect("names", |l| l == "-!- in #rust (2): ann, bob");
+    bob.send("/list");
+    bob.expect("list", |l| l.starts_with("-!- rooms: #rust (2)"));
+
+    // /away: shown in /whois and told to whoever /msgs (or /querys) the away user.
+    ann.send("/away this away message is longer than thirty");
+    ann.expect("away too long", |l| {
+        l.starts_with("-!- error: ") && l.contains("30 characters")
+    });
+    ann.send("/away lunch, back at 2");
+    ann.expect("away set", |l| l == "-!- you are away: lunch, back at 2");
+    // As IRC's RPL_AWAY, the sender is told at once, then its message is delivered.
+    bob.send("/query ann are you there?");
+    bob.expect("away told", |l| l == "-!- ann is away: lunch, back at 2");
+    bob.expect("query delivered", |l| {
+        is_stamped(l) && body(l) == "*bob -> ann* are you there?"
+    });
+    bob.send("/whois ann");
+    let whois = bob.expect("whois", |l| l.starts_with("-!- ann is in #rust"));
+    assert!(
+        whois.contains("connected since")
+            && whois.contains("idle")
+            && whois.contains("away: lunch, back at 2"),
+        "{whois}"
+    );
+    bob.send("/w nobody");
+    bob.expect("whois of no one", |l| {
+        l.starts_with("-!- error: ") && l.contains("nobody")
+    });
+    ann.send("/away");
+    ann.expect("away cleared", |l| l == "-!- you are back");
+    bob.send("/w ann");
+    let whois = bob.expect("whois", |l| l.starts_with("-!- ann is in #rust"));
+    assert!(!whois.contains("away"), "{whois}");
+
+    // /part: back to the default room, still connected; there already, it says so.
+    bob.send("/part");
+    bob.expect("bob back in the lobby", |l| {
+        body(l) == "-!- bob joined #lobby"
+    });
+    ann.expect("bob left #rust", |l| {
+        body(l).starts_with("-!- bob left #rust")
+    });
+    bob.send("/part");
+    bob.expect("already in the default room", |l| {
+        l.starts_with("-!- you are in #lobby") && l.contains("/quit")
+    });
+    bob.send("still here");
+    bob.expect_msg("bob", "still here");
+
+    // The topic goes with the room: once nobody is in #rust, it is forgotten.
+    ann.send("/part");
+    ann.expect("ann back in the lobby", |l| {
+        body(l) == "-!- ann joined #lobby"
+    });
+    ann.send("/join rust");
+    ann.expect("ann joins #rust again", |l| {
+        body(l) == "-!- ann joined #rust"
+    });
+    ann.send("/topic");
+    ann.expect("topic forgotten", |l| l == "-!- #rust has no topic");
+
+    // JSON: every new reply is typed, with its fields.
+    let mut j = Peer::tcp_raw(addr);
+    j.send(r#"{"sockit":"chat","nick":"jay","room":"rust"}"#);
+    let want = |j: &mut Peer, kind: &str| loop {
+        let v = next_json(j);
+        if v["type"] == kind {
+            break v;
+        }
+    };
+    want(&mut j, "join");
+    j.send(r#"{"text":"/topic json topic"}"#);
+    let t = want(&mut j, "topic");
+    assert_eq!(
+        (t["room"].as_str(), t["nick"].as_str(), t["text"].as_str()),
+        (Some("rust"), Some("jay"), Some("json topic")),
+        "{t}"
+    );
+    j.send(r#"{"text":"/topic"}"#);
+    let t = want(&mut j, "topic");
+    assert_eq!(t["room"], "rust");
+    assert_eq!(t["topic"], "json topic");
+    assert_eq!(t["by"], "jay");
+    assert!(t["at"].as_i64().unwrap() > 1_600_000_000_000, "{t}");
+    j.send(r#"{"text":"/away brb"}"#);
+    let a = want(&mut j, "away");
+    assert_eq!(a["away"], "brb");
+    j.send(r#"{"text":"/whois ann"}"#);
+    let w = want(&mut j, "whois");
+    assert_eq!(w["nick"], "ann");
+    assert_eq!(w["room"], "rust");
+    assert!(w["since"].as_i64().unwrap() > 1_600_000_000_000, "{w}");
+    assert!(w["idle"].as_u64().is_some(), "{w}");
+    assert!(w["away"].is_null(), "{w}");
+    ann.send("/msg jay hi");
+    ann.expect("away told", |l| l == "-!- jay is away: brb");
+    j.send(r#"{"text":"/msg ann hi back"}"#);
+    want(&mut j, "private");
+    ann.send("/away gone");
+    ann.expect("away set", |l| l.contains("you are away"));
+    j.send(r#"{"text":"/msg ann again"}"#);
+    let a = want(&mut j, "is_away");
+    assert_eq!(
+        (a["nick"].as_str(), a["away"].as_str()),
+        (Some("ann"), Some("gone")),
+        "{a}"
+    );
+    j.send(r#"{"text":"/part"}"#);
+    let p = want(&mut j, "join");
+    assert_eq!(
+        (p["room"].as_str(), p["nick"].as_str()),
+        (Some("lobby"), Some("jay"))
+    );
+}

@@ -246,13 +246,72 @@ fn send_delivers_one_message_and_exits() {
         .unwrap();
     let (status, out, err) = finish(child, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}, stderr {err}");
-    // The client saw its own message come back from the server before it exited.
-    assert!(
-        out.lines().any(|l| is_stamped(l, "<ann> hello from ann")),
-        "stdout: {out}"
-    );
+    // Success is quiet: no replay, no echo (a script's output is its own).
+    assert_eq!(out, "", "stdout of a successful --send");
+    assert_eq!(err, "", "stderr of a successful --send");
     bob.out
         .expect("<ann> hello from ann", Duration::from_secs(10));
+    // With -v it shows what the server said, its own message among it.
+    bob.say("before the second");
+    bob.out
+        .expect("<bob> before the second", Duration::from_secs(10));
+    let child = client(&[&server.addr, "-v", "--nick", "ann", "--send", "again"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, out, err) = finish(child, Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}, stderr {err}");
+    assert!(
+        out.lines()
+            .any(|l| is_stamped(l, "<bob> before the second")),
+        "the replay with -v: {out}"
+    );
+    assert!(
+        out.lines().any(|l| is_stamped(l, "<ann> again")),
+        "stdout: {out}"
+    );
+}
+
+#[test]
+fn send_with_a_taken_nick_fails_and_posts_nothing() {
+    let server = Server::start("127.0.0.1:0");
+    let mut ann = Peer::nc(server.port()).named("ann");
+    let child = client(&[&server.addr, "--nick", "ANN", "--send", "posted as a guest"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, out, err) = finish(child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "stdout {out}, stderr {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("\"ANN\"") && err.contains("taken"), "{err}");
+    // Nothing was said: a line said after the client left arrives with nothing before it.
+    ann.say("marker");
+    ann.out.expect("<ann> marker", Duration::from_secs(10));
+    assert!(
+        !ann.out.seen.iter().any(|l| l.contains("posted as a guest")),
+        "{:#?}",
+        ann.out.seen
+    );
+    // A pipe of lines does not post as a guest either.
+    let mut child = client(&[&server.addr, "--nick", "ann"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"piped as a guest\n");
+    let (status, _, err) = finish(child, Duration::from_secs(20));
+    drop(stdin);
+    assert_eq!(status.code(), Some(1), "stderr {err}");
+    assert!(err.contains("\"ann\"") && err.contains("taken"), "{err}");
+    ann.say("marker 2");
+    ann.out.expect("<ann> marker 2", Duration::from_secs(10));
+    assert!(!ann.out.seen.iter().any(|l| l.contains("as a guest")));
 }
 
 #[test]

@@ -16,6 +16,13 @@ pub enum Command<'a> {
     Msg(&'a str, &'a str),
     Me(&'a str),
     History(Option<usize>),
+    /// `/part [REASON]`: back to the default room (every client is in exactly one room).
+    Part(&'a str),
+    /// `/topic` shows the room's topic, `/topic TEXT` sets it, `/topic -delete` clears it.
+    Topic(Option<&'a str>),
+    Whois(&'a str),
+    /// `/away TEXT` sets an away message, `/away` clears it.
+    Away(Option<&'a str>),
     Help,
     Quit(&'a str),
     /// A command that is missing an argument or is not known, with the message to show.
@@ -26,14 +33,18 @@ pub enum Command<'a> {
 pub const HELP: &[&str] = &[
     "Commands:",
     "  /nick NAME        change your nick",
-    "  /join ROOM        go to another room (made if new)",
-    "  /rooms [WORD]     the busiest rooms and how many are in each (or those named WORD)",
-    "  /who [ROOM]       who is in this room (or ROOM)",
-    "  /msg NICK TEXT    private message",
+    "  /join ROOM        go to another room (made if new); also /j",
+    "  /part [REASON]    leave this room, back to the default room (you stay connected)",
+    "  /rooms [WORD]     the busiest rooms and how many are in each (or those named WORD); also /list",
+    "  /who [ROOM]       who is in this room (or ROOM); also /names",
+    "  /topic [TEXT]     show the room's topic, or set it (/topic -delete clears it)",
+    "  /msg NICK TEXT    private message; also /query",
+    "  /whois NICK       who NICK is: room, connected since, idle time, away message; also /w",
+    "  /away [TEXT]      mark yourself away (told to whoever /msgs you); without TEXT, back",
     "  /me ACTION        say what you are doing",
     "  /history [N]      the room's last N messages",
     "  /help             this list",
-    "  /quit [REASON]    leave",
+    "  /quit [REASON]    leave the server",
     "Anything else is said to the room; start with // to say something that begins with /.",
 ];
 
@@ -53,8 +64,13 @@ impl<'a> Command<'a> {
         match name.to_ascii_lowercase().as_str() {
             "nick" if args.is_empty() => need("NAME"),
             "nick" => Command::Nick(args),
-            "join" if args.is_empty() => need("ROOM"),
-            "join" => Command::Join(args),
+            "join" | "j" if args.is_empty() => need("ROOM"),
+            "join" | "j" => Command::Join(args),
+            "part" | "leave" => Command::Part(args),
+            "topic" => Command::Topic((!args.is_empty()).then_some(args)),
+            "whois" | "w" if args.is_empty() => need("NICK"),
+            "whois" | "w" => Command::Whois(args),
+            "away" => Command::Away((!args.is_empty()).then_some(args)),
             "rooms" | "list" => Command::Rooms((!args.is_empty()).then_some(args)),
             "who" | "names" => Command::Who((!args.is_empty()).then_some(args)),
             "msg" | "query" => match args.split_once(char::is_whitespace) {
@@ -69,7 +85,7 @@ impl<'a> Command<'a> {
                 _ => need("[N]   (N a number of messages)"),
             },
             "help" | "?" => Command::Help,
-            "quit" | "exit" | "part" => Command::Quit(args),
+            "quit" | "exit" => Command::Quit(args),
             _ => Command::Bad(format!("unknown command /{name}; /help lists the commands")),
         }
     }
@@ -145,6 +161,14 @@ mod tests {
         );
         assert_eq!(Command::parse("/HISTORY 5"), Command::History(Some(5)));
         assert_eq!(Command::parse("/quit"), Command::Quit(""));
+        assert_eq!(Command::parse("/part"), Command::Part(""));
+        assert_eq!(Command::parse("/j rust"), Command::Join("rust"));
+        assert_eq!(Command::parse("/w ann"), Command::Whois("ann"));
+        assert!(matches!(Command::parse("/whois"), Command::Bad(_)));
+        assert_eq!(Command::parse("/topic"), Command::Topic(None));
+        assert_eq!(Command::parse("/topic a b"), Command::Topic(Some("a b")));
+        assert_eq!(Command::parse("/away"), Command::Away(None));
+        assert_eq!(Command::parse("/away lunch"), Command::Away(Some("lunch")));
         assert!(matches!(Command::parse("/msg bob"), Command::Bad(_)));
         assert!(matches!(Command::parse("/frobnicate"), Command::Bad(_)));
     }

@@ -29,6 +29,8 @@ pub enum Kind {
     Nick,
     /// A server notice to a room or a client.
     Notice,
+    /// Someone set the room's topic (`text`; empty: cleared it).
+    Topic,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Leave => "leave",
             Kind::Nick => "nick",
             Kind::Notice => "notice",
+            Kind::Topic => "topic",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             "leave" => Kind::Leave,
             "nick" => Kind::Nick,
             "notice" => Kind::Notice,
+            "topic" => Kind::Topic,
             _ => return None,
         })
     }
@@ -223,6 +227,8 @@ pub fn describe(kind: Kind, nick: &str, room: &str, target: &str, text: &str) ->
         Kind::Leave => format!("{m}{nick} left #{room} ({text})"),
         Kind::Nick => format!("{m}{nick} is now known as {target}"),
         Kind::Notice => format!("{m}{text}"),
+        Kind::Topic if text.is_empty() => format!("{m}{nick} cleared the topic of #{room}"),
+        Kind::Topic => format!("{m}{nick} set the topic of #{room}: {text}"),
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
 use super::store::{HistoryReader, StoreError};
+use super::wire::Format;
 use crate::net::{AddrBuckets, AddrKey, IpList, PeerAddr, RateLimit};
 
 /// A connected client's id (never reused during a run).
@@ -79,6 +80,51 @@ struct Member {
     addr: Option<AddrKey>,
     /// Counts the client's joins; a sequenced join carries the value it was made with.
     joins: u64,
+    /// When it connected, and when it last said something (ms since the epoch), for `/whois`.
+    since: i64,
+    active: i64,
+    /// Its `/away` message, told to whoever sends it a private message.
+    away: Option<Arc<str>>,
+}
+
+/// A room's topic: what, who set it, when (ms since the epoch). It lives as long as its room.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub text: Arc<str>,
+    pub by: Arc<str>,
+    pub at: i64,
+}
+
+/// What `/whois` tells about a client.
+#[derive(Debug, Clone)]
+pub struct Whois {
+    pub nick: Arc<str>,
+    pub room: Option<Arc<str>>,
+    pub since: i64,
+    pub active: i64,
+    pub away: Option<Arc<str>>,
+}
+
+/// The reply that shows `topic` of `room` to a client speaking `format` (on `/topic`, and with a
+/// join, after the replay).
+pub fn topic_reply(format: Format, room: &str, topic: Option<&Topic>) -> Bytes {
+    match topic {
+        Some(t) => format.reply(
+            "topic",
+            &format!(
+                "topic of #{room}: {} (set by {} at {})",
+                t.text,
+                t.by,
+                super::event::clock(t.at)
+            ),
+            Some(serde_json::json!({ "room": room, "topic": &*t.text, "by": &*t.by, "at": t.at })),
+        ),
+        None => format.reply(
+            "topic",
+            &format!("#{room} has no topic"),
+            Some(serde_json::json!({ "room": room, "topic": null })),
+        ),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +141,8 @@ struct Room {
     trimmed: bool,
     /// The address that made the room, counted against its `--max-rooms-per-addr`.
     creator: Option<AddrKey>,
+    /// Set by `/topic`; forgotten with the room.
+    topic: Option<Topic>,
 }
 
 #[derive(Debug, Default)]
@@ -354,12 +402,18 @@ impl Shared {
                     if !still_there {
                         continue;
                     }
-                    let room = st.rooms.entry(name).or_default();
+                    let room = st.rooms.entry(name.clone()).or_default();
+                    // IRC's order: the join, then the topic (if there is one).
+                    let topic = room
+                        .topic
+                        .as_ref()
+                        .map(|t| OutItem::Raw(topic_reply(outbox.format(), &name, Some(t))));
                     let mine = greeting
                         .into_iter()
                         .map(OutItem::Raw)
                         .chain(room.recent.iter().cloned().map(OutItem::Event))
-                        .chain(std::iter::once(OutItem::Event(event.clone())));
+                        .chain(std::iter::once(OutItem::Event(event.clone())))
+                        .chain(topic);
                     outbox.push_all(mine);
                     if room.members.len() < self.announce_max {
                         for o in room.members.values() {
@@ -457,6 +511,7 @@ impl ChatHub {
             n += 1;
         };
         st.nicks.insert(fold(&nick), id);
+        let now = super::event::now_ms();
         st.clients.insert(
             id,
             Member {
@@ -465,6 +520,9 @@ impl ChatHub {
                 outbox,
                 addr,
                 joins: 0,
+                since: now,
+                active: now,
+                away: None,
             },
         );
         (id, nick)
@@ -606,6 +664,49 @@ impl ChatHub {
         st.clients
             .get(id)
             .map(|m| (m.nick.clone(), m.outbox.clone()))
+    }
+
+    /// `room`'s topic, if it has one.
+    pub fn topic(&self, room: &str) -> Option<Topic> {
+        self.lock().rooms.get(room).and_then(|r| r.topic.clone())
+    }
+
+    /// Sets (or with `None` clears) `room`'s topic; false if the room does not exist.
+    pub fn set_topic(&self, room: &str, topic: Option<Topic>) -> bool {
+        match self.lock().rooms.get_mut(room) {
+            Some(r) => {
+                r.topic = topic;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets (or with `None` clears) a client's away message.
+    pub fn set_away(&self, id: ClientId, away: Option<Arc<str>>) {
+        if let Some(m) = self.lock().clients.get_mut(&id) {
+            m.away = away;
+        }
+    }
+
+    /// Notes that a client said something now (its idle time starts over).
+    pub fn touch(&self, id: ClientId) {
+        if let Some(m) = self.lock().clients.get_mut(&id) {
+            m.active = super::event::now_ms();
+        }
+    }
+
+    /// What `/whois` tells about `nick` (case-insensitive), if it is connected.
+    pub fn whois(&self, nick: &str) -> Option<Whois> {
+        let st = self.lock();
+        let m = st.clients.get(st.nicks.get(&fold(nick))?)?;
+        Some(Whois {
+            nick: m.nick.clone(),
+            room: m.room.clone(),
+            since: m.since,
+            active: m.active,
+            away: m.away.clone(),
+        })
     }
 
     /// How many clients are connected.

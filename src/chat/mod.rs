@@ -58,6 +58,9 @@ pub struct ChatSettings {
     pub sendq: usize,
     /// Longest nick, in characters.
     pub max_nick: usize,
+    /// Longest `/topic` and `/away` message, in characters (IRC's TOPICLEN and AWAYLEN).
+    pub max_topic: usize,
+    pub max_away: usize,
     /// Input without a newline becomes a line after this pause.
     pub line_pause: Duration,
     /// Messages replayed to a joiner (and kept in memory per room).
@@ -105,6 +108,8 @@ impl Default for ChatSettings {
             burst: 10,
             sendq: 128 * 1024,
             max_nick: 24,
+            max_topic: 390,
+            max_away: 390,
             line_pause: Duration::from_millis(250),
             replay: 20,
             replay_bytes: 64 * 1024,

@@ -9,8 +9,11 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::command::{check_nick, room_name, Command, HELP};
+use super::event::{clock, now_ms};
 use super::event::{Event, Kind};
-use super::hub::{ChatHub, ClientId, HubClosed, Join, NickError, Pending, Route};
+use super::hub::{
+    topic_reply, ChatHub, ClientId, HubClosed, Join, NickError, Pending, Route, Topic,
+};
 use super::outbox::{OutItem, Outbox};
 use super::rate::ReplyBudget;
 use super::wire::{Format, Hello};
@@ -160,7 +163,7 @@ impl Session {
     /// Enters the first room: the one a JSON hello asked for, else the default.
     async fn enter(&mut self, room: Option<String>) -> Result<(), HubClosed> {
         let room = room.unwrap_or_else(|| self.cfg.room.clone());
-        self.join(&room).await
+        self.join(&room, None).await
     }
 
     async fn post(&self, event: Event, route: Route) -> Result<(), HubClosed> {
@@ -173,13 +176,14 @@ impl Session {
             .await
     }
 
-    async fn join(&mut self, room: &str) -> Result<(), HubClosed> {
+    /// Moves the client to `room`; the room it leaves is told `why` (else where it went).
+    async fn join(&mut self, room: &str, why: Option<String>) -> Result<(), HubClosed> {
         // Boxed: a join waits (for reply budget, for its delivery), and the state of those waits
         // would otherwise be part of every connection's task, idle ones included.
-        Box::pin(self.join_now(room)).await
+        Box::pin(self.join_now(room, why)).await
     }
 
-    async fn join_now(&mut self, room: &str) -> Result<(), HubClosed> {
+    async fn join_now(&mut self, room: &str, why: Option<String>) -> Result<(), HubClosed> {
         let room: Arc<str> = Arc::from(room);
         if self.room.as_deref() == Some(&*room) {
             self.reply("info", &format!("you are already in #{room}"), None);
@@ -206,7 +210,7 @@ impl Session {
                 Kind::Leave,
                 Some(old),
                 self.nick.clone(),
-                format!("went to #{room}"),
+                why.unwrap_or_else(|| format!("went to #{room}")),
             );
             // No origin: the leaver is no longer in that room, even where only origins are told.
             self.hub
@@ -288,7 +292,7 @@ impl Session {
                     None => None,
                 };
                 match (room, self.room.is_some()) {
-                    (Some(r), _) => self.join(&r).await?,
+                    (Some(r), _) => self.join(&r, None).await?,
                     (None, false) => self.enter(None).await?,
                     (None, true) => {}
                 }
@@ -343,9 +347,13 @@ impl Session {
             Command::Me(t) => self.say(Kind::Action, t).await?,
             Command::Nick(n) => self.set_nick(n).await?,
             Command::Join(r) => match room_name(r) {
-                Ok(r) => self.join(&r).await?,
+                Ok(r) => self.join(&r, None).await?,
                 Err(e) => self.error(&e),
             },
+            Command::Part(reason) => self.part(reason).await?,
+            Command::Topic(text) => self.topic(text).await?,
+            Command::Whois(nick) => self.whois(nick),
+            Command::Away(text) => self.away(text),
             Command::Rooms(search) => self.rooms(search.map(|s| s.trim_start_matches('#'))),
             Command::Who(room) => {
                 let room = match room.map(room_name) {
@@ -401,11 +409,119 @@ impl Session {
         self.reply("rooms", &text, Some(data));
     }
 
+    /// `/part`: IRC's part leaves a channel and stays connected. Here every client is in exactly
+    /// one room (what it says goes somewhere, and it is on some `/who`), so leaving a room is
+    /// going back to the default room, the one everybody starts in; there already, it is told so
+    /// rather than bounced out and back in.
+    async fn part(&mut self, reason: &str) -> Result<(), HubClosed> {
+        let home = self.cfg.room.clone();
+        if self.room.as_deref() == Some(home.as_str()) {
+            self.reply(
+                "info",
+                &format!("you are in #{home}, the default room; /join ROOM goes elsewhere, /quit leaves the server"),
+                Some(json!({ "room": home })),
+            );
+            return Ok(());
+        }
+        let why = (!reason.is_empty()).then(|| reason.to_string());
+        self.join(&home, why).await
+    }
+
+    /// `/topic [TEXT]`: shows the room's topic, or sets it (any member may) and tells the room.
+    async fn topic(&mut self, text: Option<&str>) -> Result<(), HubClosed> {
+        let Some(room) = self.room.clone() else {
+            self.error("you are not in a room; /join one");
+            return Ok(());
+        };
+        let Some(text) = text else {
+            let topic = self.hub.topic(&room);
+            self.outbox.push(OutItem::Raw(topic_reply(
+                self.format(),
+                &room,
+                topic.as_ref(),
+            )));
+            return Ok(());
+        };
+        let max = self.cfg.max_topic;
+        if text.chars().count() > max {
+            self.error(&format!(
+                "a topic is at most {max} characters (--max-topic)"
+            ));
+            return Ok(());
+        }
+        let topic = (text != "-delete").then(|| Topic {
+            text: Arc::from(text),
+            by: self.nick.clone(),
+            at: now_ms(),
+        });
+        let shown = topic.as_ref().map(|t| t.text.clone()).unwrap_or_default();
+        if !self.hub.set_topic(&room, topic) {
+            return Ok(());
+        }
+        self.post(
+            Event::new(Kind::Topic, Some(room), self.nick.clone(), shown),
+            Route::Room,
+        )
+        .await
+    }
+
+    /// `/whois NICK`: nick, room, connected since, idle time (since it last said something),
+    /// away message.
+    fn whois(&self, nick: &str) {
+        let Some(w) = self.hub.whois(nick) else {
+            self.error(&format!("no one called {nick:?} is here"));
+            return;
+        };
+        let now = now_ms();
+        let idle = u64::try_from((now - w.active) / 1000).unwrap_or(0);
+        let online = u64::try_from((now - w.since) / 1000).unwrap_or(0);
+        let room = w.room.as_deref().unwrap_or("");
+        let mut text = format!(
+            "{} is in #{room}, connected since {} ({} ago), idle {}",
+            w.nick,
+            clock(w.since),
+            span(online),
+            span(idle)
+        );
+        if let Some(away) = &w.away {
+            text.push_str(&format!("; away: {away}"));
+        }
+        self.reply(
+            "whois",
+            &text,
+            Some(json!({
+                "nick": &*w.nick,
+                "room": room,
+                "since": w.since,
+                "idle": idle,
+                "away": w.away.as_deref(),
+            })),
+        );
+    }
+
+    /// `/away [TEXT]`: sets or clears this client's away message.
+    fn away(&self, text: Option<&str>) {
+        let max = self.cfg.max_away;
+        if text.is_some_and(|t| t.chars().count() > max) {
+            self.error(&format!(
+                "an away message is at most {max} characters (--max-away)"
+            ));
+            return;
+        }
+        self.hub.set_away(self.id, text.map(Arc::from));
+        let shown = match text {
+            Some(t) => format!("you are away: {t}"),
+            None => "you are back".to_string(),
+        };
+        self.reply("away", &shown, Some(json!({ "away": text })));
+    }
+
     async fn say(&self, kind: Kind, text: &str) -> Result<(), HubClosed> {
         let Some(room) = self.room.clone() else {
             self.error("you are not in a room; /join one");
             return Ok(());
         };
+        self.hub.touch(self.id);
         self.post(
             Event::new(kind, Some(room), self.nick.clone(), text),
             Route::Room,
@@ -434,7 +550,13 @@ impl Session {
                     ),
                 }
             }
-            Err(NickError::Taken(n)) => self.error(&format!("nick {n:?} is taken; pick another")),
+            // Typed, so a client that asked for this nick can tell the person and let them pick
+            // another (instead of going on silently as a guest).
+            Err(NickError::Taken(n)) => self.reply(
+                "error",
+                &format!("nick {n:?} is taken; pick another"),
+                Some(json!({ "code": "nick_taken", "wanted": n })),
+            ),
             Err(NickError::Invalid(e)) => self.error(&e),
         }
         Ok(())
@@ -448,6 +570,17 @@ impl Session {
         let mut route = vec![their_outbox];
         if !Arc::ptr_eq(&route[0], &self.outbox) {
             route.push(self.outbox.clone());
+        }
+        self.hub.touch(self.id);
+        // As IRC's RPL_AWAY: the sender learns at once that the message waits for someone away.
+        if let Some(away) = self.hub.whois(&target).and_then(|w| w.away) {
+            if !Arc::ptr_eq(&route[0], &self.outbox) {
+                self.reply(
+                    "is_away",
+                    &format!("{target} is away: {away}"),
+                    Some(json!({ "nick": &*target, "away": &*away })),
+                );
+            }
         }
         let event = Event::new(Kind::Private, None, self.nick.clone(), text).with_target(target);
         self.post(event, Route::Direct(route)).await
@@ -527,5 +660,15 @@ impl Session {
                 self.error("history is not available right now");
             }
         }
+    }
+}
+
+/// A duration in seconds as people read it: `42s`, `5m 02s`, `3h 07m`, `2d 04h`.
+fn span(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
     }
 }

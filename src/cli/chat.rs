@@ -139,6 +139,14 @@ pub struct ChatArgs {
     #[arg(long, value_name = "N", default_value = "24", value_parser = parse_count)]
     pub max_nick: usize,
 
+    /// Longest room topic (/topic), in characters, as IRC's TOPICLEN
+    #[arg(long, value_name = "N", default_value = "390", value_parser = parse_count)]
+    pub max_topic: usize,
+
+    /// Longest away message (/away), in characters, as IRC's AWAYLEN
+    #[arg(long, value_name = "N", default_value = "390", value_parser = parse_count)]
+    pub max_away: usize,
+
     /// Disconnect a client whose socket takes none of its output for this long
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "60s")]
     pub write_timeout: Duration,
@@ -201,7 +209,8 @@ pub struct JoinArgs {
     #[arg(short, long, value_name = "ROOM", value_parser = parse_room)]
     pub room: Option<String>,
 
-    /// Send this one message, wait until the server has delivered it, and exit
+    /// Send this one message, wait until the server has delivered it, and exit; prints nothing
+    /// on success unless -v (then what the server said); a taken --nick is an error
     #[arg(long, value_name = "TEXT")]
     pub send: Option<String>,
 
@@ -271,11 +280,25 @@ pub async fn join(args: JoinArgs) -> Result<()> {
         room: args.room,
     };
     let result = if let Some(text) = &args.send {
-        client::plain::run(config, client::plain::lines_of(text), std::io::stdout()).await
+        // Quiet on success unless -v (the global flag, seen here as the log level it set).
+        let echo = tracing::enabled!(tracing::Level::DEBUG);
+        client::plain::run(
+            config,
+            client::plain::lines_of(text),
+            std::io::stdout(),
+            echo,
+        )
+        .await
     } else if is_terminal() {
         client::tui::run(config).await
     } else {
-        client::plain::run(config, client::plain::stdin_lines(), std::io::stdout()).await
+        client::plain::run(
+            config,
+            client::plain::stdin_lines(),
+            std::io::stdout(),
+            true,
+        )
+        .await
     };
     // The net layer's errors go up as themselves, so the binary prints them as one line and
     // picks their exit code.
@@ -327,6 +350,8 @@ impl ChatArgs {
             burst: self.burst,
             sendq: self.sendq,
             max_nick: self.max_nick,
+            max_topic: self.max_topic,
+            max_away: self.max_away,
             line_pause: self.line_pause,
             replay: self.replay,
             replay_bytes: self.replay_bytes,

@@ -227,6 +227,31 @@ try {
   await a.waitForSelector('#log li.error >> text=unknown command');
   log('commands: /me, /rooms (list filled), unknown command shown as an error');
 
+  // A nick that is taken: the page says so where it stays, and lets the person pick another.
+  const c = await context.newPage();
+  c.on('pageerror', (e) => errors.push(String(e)));
+  await c.goto(webUrl);
+  await c.fill('#nick', 'ANN');
+  await c.click('#login-form button[type=submit]');
+  await c.waitForSelector('body[data-state=connected]', { timeout: WAIT });
+  await c.waitForSelector('#nick-taken:not([hidden])', { timeout: WAIT });
+  const takenText = await c.textContent('#nick-taken-text');
+  assert(/ANN/.test(takenText) && /taken/.test(takenText), `nick-taken text: ${takenText}`);
+  await c.waitForTimeout(2000);
+  assert(await c.locator('#nick-taken').isVisible(), 'the nick-taken error went away by itself');
+  await c.fill('#nick-retry', 'ann');
+  await c.press('#nick-retry', 'Enter');
+  await until('a second refusal', async () => (await c.$$('#log li.error')).length >= 1);
+  assert(await c.locator('#nick-taken').isVisible(), 'the nick-taken error hid on a second refusal');
+  await c.fill('#nick-retry', 'dora');
+  await c.press('#nick-retry', 'Enter');
+  await until('dora is the nick', async () => (await c.textContent('#me')) === 'dora');
+  assert(!(await c.locator('#nick-taken').isVisible()), 'the nick-taken error stayed after a good nick');
+  await until('dora in ann\'s member list', async () => (await members(a)).includes('dora'));
+  await c.close();
+  await until('dora gone from ann\'s list', async () => !(await members(a)).includes('dora'));
+  log('taken nick: a lasting error on the page, another nick picked from it');
+
   // History on join: a page that comes back is shown what was said.
   await b.reload();
   await login(b, 'bob');

@@ -57,6 +57,8 @@ pub enum ClientError {
     GaveUp { target: String, after: Duration },
     #[error("the server did not deliver a line within {}s: {line:?}", .after.as_secs())]
     NoEcho { line: String, after: Duration },
+    #[error("nick {0:?} is taken; pick another with --nick")]
+    NickTaken(String),
     #[error("the server refused {0} line(s); its reasons are above")]
     Refused(usize),
 }

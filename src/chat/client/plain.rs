@@ -87,7 +87,7 @@ impl Expect {
         match name.to_ascii_lowercase().as_str() {
             "me" => Expect::Said(EventKind::Action, args.trim().to_string()),
             "msg" | "query" => Expect::Private,
-            "quit" | "exit" | "part" => Expect::Bye,
+            "quit" | "exit" => Expect::Bye,
             _ => Expect::Reply,
         }
     }
@@ -136,12 +136,15 @@ impl Pending {
     }
 }
 
-/// Sends `lines` one by one, printing what the server says to `out`, until the lines end and
-/// each was delivered, or `/quit` was answered.
+/// Sends `lines` one by one, printing what the server says to `out` (if `echo`: `--send` is quiet
+/// unless `-v`), until the lines end and each was delivered, or `/quit` was answered. A nick that
+/// is taken when the client first asks for it ends the run before anything is sent: going on
+/// under a guest nick would post as someone else.
 pub async fn run(
     config: ClientConfig,
     mut lines: Lines,
     mut out: impl Write,
+    echo: bool,
 ) -> Result<(), ClientError> {
     let target = config.endpoint.to_string();
     let mut link = Link::start(config.link());
@@ -152,6 +155,9 @@ pub async fn run(
     let mut down_since: Option<Instant> = None;
     let mut input_done = false;
     let mut refused = 0;
+    // Whether a room was ever entered: a nick taken on a reconnect (its own ghost, say) is not
+    // the person's mistake, so only the first is fatal.
+    let mut ever_joined = false;
     let retry = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(retry);
     let mut retry_armed = false;
@@ -196,6 +202,11 @@ pub async fn run(
                 }
                 Some(Update::NotSent(_)) => {}
                 Some(Update::Incoming(msg)) => {
+                    if let Incoming::Reply(r) = &msg {
+                        if let (Some(nick), false) = (r.nick_taken(), ever_joined) {
+                            break Err(ClientError::NickTaken(nick.to_string()));
+                        }
+                    }
                     if let Some(p) = &pending {
                         match p.outcome(&msg, &me) {
                             Some(Outcome::Delivered) => pending = None,
@@ -220,8 +231,9 @@ pub async fn run(
                     };
                     let joined_before = me.in_room;
                     me.observe(&msg);
+                    ever_joined |= me.in_room;
                     if !quiet {
-                        print(&msg, &mut out);
+                        print(&msg, &mut out, echo);
                     }
                     // A line that was in flight when the connection dropped goes again once the
                     // room is entered on the new connection.
@@ -275,15 +287,17 @@ pub async fn run(
     }
 }
 
-/// Prints a server line: events and replies to `out`, errors to stderr. The welcome is plumbing.
-fn print(msg: &Incoming, out: &mut impl Write) {
+/// Prints a server line: events and replies to `out` (if `echo`), errors to stderr. The welcome
+/// is plumbing.
+fn print(msg: &Incoming, out: &mut impl Write, echo: bool) {
     let _ = match msg {
-        Incoming::Event(e) => writeln!(out, "{}", e.plain()),
-        Incoming::Reply(r) if r.kind == ReplyKind::Welcome => Ok(()),
         Incoming::Reply(r) if r.kind == ReplyKind::Error => {
             eprintln!("{}", r.plain());
             Ok(())
         }
+        _ if !echo => Ok(()),
+        Incoming::Event(e) => writeln!(out, "{}", e.plain()),
+        Incoming::Reply(r) if r.kind == ReplyKind::Welcome => Ok(()),
         Incoming::Reply(r) => writeln!(out, "{}", r.plain()),
     };
     let _ = out.flush();
@@ -302,6 +316,7 @@ mod tests {
         );
         assert!(matches!(Expect::of("/msg bob hi"), Expect::Private));
         assert!(matches!(Expect::of("/QUIT now"), Expect::Bye));
+        assert!(matches!(Expect::of("/part"), Expect::Reply));
         assert!(matches!(Expect::of("/who"), Expect::Reply));
     }
 }

@@ -18,6 +18,8 @@ pub enum EventKind {
     Leave,
     Nick,
     Notice,
+    /// Someone set (or, with no text, cleared) the room's topic.
+    Topic,
     /// A kind this client does not know yet (a newer server); shown as a notice.
     #[serde(other)]
     Other,
@@ -57,6 +59,7 @@ impl ChatEvent {
             EventKind::Join => Kind::Join,
             EventKind::Leave => Kind::Leave,
             EventKind::Nick => Kind::Nick,
+            EventKind::Topic => Kind::Topic,
             EventKind::Notice | EventKind::Other => Kind::Notice,
         };
         event::describe(
@@ -97,6 +100,14 @@ pub enum ReplyKind {
     Notice,
     /// The server delays this client's lines (its rate limit): they will arrive, later.
     Slowed,
+    /// A room's topic (`/topic`, and after a join).
+    Topic,
+    /// `/whois`.
+    Whois,
+    /// This client's away message was set or cleared.
+    Away,
+    /// The one this client sent a private message to is away.
+    IsAway,
     #[serde(other)]
     Other,
 }
@@ -130,12 +141,32 @@ pub struct Reply {
     /// `rooms`: every room and its size.
     #[serde(default)]
     pub rooms: Option<Vec<RoomInfo>>,
+    /// `error`: what went wrong, for errors a client acts on (`nick_taken`).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// `error` with code `nick_taken`: the nick that was asked for.
+    #[serde(default)]
+    pub wanted: Option<String>,
+    /// `topic`: the topic (none: the room has none), who set it and when (ms since the epoch).
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+    /// `away`, `is_away`, `whois`: the away message (none: not away).
+    #[serde(default)]
+    pub away: Option<String>,
 }
 
 impl Reply {
     /// The server's answer to the hello: from here on the connection speaks JSON.
     pub fn is_json_welcome(&self) -> bool {
         self.kind == ReplyKind::Welcome && self.proto.as_deref() == Some("json")
+    }
+
+    /// The nick this client asked for, if this is the server saying it is taken.
+    pub fn nick_taken(&self) -> Option<&str> {
+        (self.kind == ReplyKind::Error && self.code.as_deref() == Some("nick_taken"))
+            .then_some(self.wanted.as_deref().unwrap_or(""))
     }
 
     /// The server refused a line because of its rate limit; it may be sent again shortly.
@@ -210,6 +241,9 @@ pub enum Change {
     Renamed { old: String, new: String },
     /// This client entered a room.
     Joined(String),
+    /// The nick asked for (in the hello or by `/nick`) is someone else's: the person must be told
+    /// and pick another.
+    NickTaken(String),
 }
 
 impl Identity {
@@ -260,6 +294,9 @@ impl Identity {
                 self.nick = Some(nick);
                 Some(Change::Welcomed)
             }
+            Incoming::Reply(r) if r.nick_taken().is_some() => {
+                Some(Change::NickTaken(r.nick_taken()?.to_string()))
+            }
             Incoming::Reply(r) if r.kind == ReplyKind::Nick => {
                 let new = r.nick.clone()?;
                 self.rename(new)
@@ -307,6 +344,16 @@ mod tests {
                 assert_eq!(r.kind, ReplyKind::Members);
                 assert_eq!(r.nicks.as_deref(), Some(&["a".to_string(), "b".into()][..]));
             }
+            other => panic!("{other:?}"),
+        }
+        let taken = br#"{"type":"error","text":"x","code":"nick_taken","wanted":"ann"}"#;
+        match Incoming::parse(taken) {
+            Some(Incoming::Reply(r)) => assert_eq!(r.nick_taken(), Some("ann")),
+            other => panic!("{other:?}"),
+        }
+        let topic = br#"{"seq":4,"ts":0,"type":"topic","room":"r","nick":"ann","text":"t"}"#;
+        match Incoming::parse(topic) {
+            Some(Incoming::Event(e)) => assert_eq!(e.describe(), "-!- ann set the topic of #r: t"),
             other => panic!("{other:?}"),
         }
         let future = br#"{"type":"typing","text":""}"#;

@@ -28,6 +28,9 @@
     nick: $('nick'),
     room: $('room'),
     loginError: $('login-error'),
+    nickTaken: $('nick-taken'),
+    nickTakenText: $('nick-taken-text'),
+    nickRetry: $('nick-retry'),
   };
 
   const BACKOFF_BASE_MS = 500;
@@ -55,6 +58,7 @@
     silent: { members: 0, rooms: 0 }, // replies to requests the page made itself
     history: [],
     historyAt: -1,
+    taken: '', // the nick the server said is taken, while the page asks for another
   };
 
   // ---- state and status -------------------------------------------------------------------
@@ -216,6 +220,7 @@
         break;
       case 'error':
         line('error', m.text);
+        if (m.code === 'nick_taken') nickTaken(m.wanted);
         break;
       case 'bye':
         st.left = true;
@@ -266,6 +271,9 @@
         break;
       case 'notice':
         notice(m, m.text);
+        break;
+      case 'topic':
+        notice(m, m.text ? `${m.nick} set the topic of #${m.room}: ${m.text}` : `${m.nick} cleared the topic of #${m.room}`);
         break;
       default:
         said(m);
@@ -356,8 +364,26 @@
     for (const li of ui.rooms.children) li.classList.toggle('current', li.dataset.room === room);
   }
 
+  // The nick asked for is someone else's: say so until another is picked (not a passing line).
+  function nickTaken(wanted) {
+    st.taken = wanted || '';
+    keepBottom(() => {
+      takenText();
+      ui.nickTaken.hidden = false;
+    });
+    ui.nickRetry.value = '';
+    ui.nickRetry.focus();
+  }
+
+  function takenText() {
+    const now = st.me ? `; you are ${st.me} for now` : '';
+    ui.nickTakenText.textContent = `The nick “${st.taken}” is taken${now}. Pick another:`;
+  }
+
   function setMe(nick) {
     st.me = nick;
+    if (!/^guest\d+$/.test(nick)) ui.nickTaken.hidden = true;
+    else if (!ui.nickTaken.hidden) takenText();
     ui.me.textContent = nick;
     // Reconnects ask for the nick we have now (guest names are left to the server).
     if (!/^guest\d+$/.test(nick)) {
@@ -434,7 +460,7 @@
       line('error', 'not connected: the message was kept in the input box');
       return;
     }
-    if (/^\/(quit|exit|part)\b/i.test(text.trim())) st.left = true;
+    if (/^\/(quit|exit)\b/i.test(text.trim())) st.left = true;
     st.history.push(text);
     if (st.history.length > 100) st.history.shift();
     st.historyAt = st.history.length;
@@ -472,6 +498,12 @@
     if (!room) return;
     if (send(`/join ${room}`)) ui.joinRoom.value = '';
     closeDrawer();
+  });
+
+  ui.nickTaken.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const nick = ui.nickRetry.value.trim();
+    if (nick) send(`/nick ${nick}`);
   });
 
   ui.refreshRooms.addEventListener('click', () => quietly('rooms', '/rooms'));
