@@ -645,3 +645,168 @@ fn terminal_client_reconnects_after_the_server_restarts() {
     bob.out
         .expect("-!- ann left #lobby (bye all)", Duration::from_secs(10));
 }
+
+impl Tmux {
+    /// Pastes `text` as the terminal would: in bracketed-paste markers when the client asked for
+    /// them (`paste-buffer -p`).
+    fn paste(&self, text: &str) {
+        self.run(&["set-buffer", "-b", "paste", text]);
+        self.run(&["paste-buffer", "-p", "-d", "-b", "paste", "-t", "t"]);
+    }
+}
+
+impl Screen {
+    /// The message pane's first row: the room labels.
+    fn tabs(&self) -> String {
+        let first = self.lines().first().copied().unwrap_or("");
+        first
+            .rsplit_once('│')
+            .map_or(first, |(left, _)| left)
+            .to_string()
+    }
+}
+
+#[test]
+fn terminal_client_keeps_one_scrollback_per_room() {
+    let server = Server::start("127.0.0.1:0");
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("the client to connect", WAIT, |s| {
+        s.connected() && s.status().contains("#lobby")
+    });
+    let mut bob = Peer::python(server.port()).named("bob");
+    bob.say("said in lobby");
+    tmux.wait_for("bob's line", WAIT, |s| s.pane().contains("said in lobby"));
+
+    let mut carol = Peer::nc(server.port()).named("carol");
+    carol.say("/join rust");
+    carol
+        .out
+        .expect("carol joined #rust", Duration::from_secs(10));
+    tmux.type_text("/join rust");
+    tmux.keys(&["Enter"]);
+    carol
+        .out
+        .expect("ann joined #rust", Duration::from_secs(10));
+    carol.say("said in rust");
+    // The rust room has a scrollback of its own, and both rooms are labelled.
+    let screen = tmux.wait_for("the rust scrollback", WAIT, |s| {
+        s.pane().contains("said in rust") && s.status().contains("#rust")
+    });
+    assert!(!screen.pane().contains("said in lobby"), "{}", screen.0);
+    assert!(
+        screen.tabs().contains("#lobby") && screen.tabs().contains("#rust"),
+        "{}",
+        screen.0
+    );
+    assert!(screen.status().contains("Alt-←/→"), "{}", screen.status());
+
+    // Alt-Left shows the lobby's scrollback again and joins it.
+    tmux.keys(&["M-Left"]);
+    let screen = tmux.wait_for("back in the lobby", WAIT, |s| {
+        s.pane().contains("said in lobby") && s.status().contains("#lobby")
+    });
+    assert!(!screen.pane().contains("said in rust"), "{}", screen.0);
+    bob.out.expect("ann joined #lobby", Duration::from_secs(10));
+    carol.out.expect("ann left #rust", Duration::from_secs(10));
+
+    // And Alt-Right goes back: the replay does not repeat what the buffer already shows.
+    tmux.keys(&["M-Right"]);
+    let screen = tmux.wait_for("back in rust", WAIT, |s| {
+        s.pane().contains("said in rust") && s.status().contains("#rust")
+    });
+    assert_eq!(
+        screen.pane().matches("said in rust").count(),
+        1,
+        "{}",
+        screen.0
+    );
+}
+
+#[test]
+fn terminal_client_sends_a_pasted_block_as_separate_lines() {
+    let server = Server::start("127.0.0.1:0");
+    let mut bob = Peer::python(server.port()).named("bob");
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("the client to connect", WAIT, |s| {
+        s.connected() && s.members().iter().any(|n| n == "bob")
+    });
+    // More lines than the server's burst (10): it delays them, none is lost.
+    let block: Vec<String> = (1..=12).map(|i| format!("pasted {i}")).collect();
+    tmux.paste(&block.join("\n"));
+    bob.out.expect("<ann> pasted 12", Duration::from_secs(20));
+    let said: Vec<&String> = bob
+        .out
+        .seen
+        .iter()
+        .filter(|l| l.contains("<ann> pasted"))
+        .collect();
+    assert_eq!(said.len(), 12, "{said:#?}");
+    for (line, want) in said.iter().zip(&block) {
+        assert!(line.ends_with(&format!("<ann> {want}")), "{line} vs {want}");
+    }
+    let screen = tmux.wait_for("the paste in the pane", WAIT, |s| {
+        s.pane().contains("<ann> pasted 12")
+    });
+    assert_eq!(screen.input(), ">", "{}", screen.0);
+}
+
+#[test]
+fn terminal_client_completes_nicks_with_tab() {
+    let server = Server::start("127.0.0.1:0");
+    let mut bobby = Peer::python(server.port()).named("bobby");
+    let _boris = Peer::nc(server.port()).named("boris");
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("both in the list", WAIT, |s| {
+        let m = s.members();
+        m.iter().any(|n| n == "bobby") && m.iter().any(|n| n == "boris")
+    });
+    // At the start of the line a nick gets a colon; Tab again cycles through the matches.
+    tmux.type_text("bo");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("the first match", WAIT, |s| s.input() == "> bobby:");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("the second match", WAIT, |s| s.input() == "> boris:");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("back to the first", WAIT, |s| s.input() == "> bobby:");
+    // Within the line, the word at the cursor is completed, case-insensitively.
+    tmux.type_text("hi BOR");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("a completion mid-line", WAIT, |s| {
+        s.input() == "> bobby: hi boris"
+    });
+    tmux.keys(&["Enter"]);
+    bobby
+        .out
+        .expect("<ann> bobby: hi boris", Duration::from_secs(10));
+}
+
+#[test]
+fn terminal_client_shows_the_lines_of_history_n() {
+    let server = Server::start("127.0.0.1:0");
+    let mut bob = Peer::python(server.port()).named("bob");
+    for i in 1..=3 {
+        bob.say(&format!("old line {i}"));
+    }
+    bob.out.expect("<bob> old line 3", Duration::from_secs(10));
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("the replay", WAIT, |s| {
+        s.connected() && s.pane().contains("<bob> old line 3")
+    });
+    tmux.type_text("/clear");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("an empty pane", WAIT, |s| !s.pane().contains("old line"));
+    tmux.type_text("/history 2");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the history reply", WAIT, |s| {
+        s.pane().contains("end of history")
+    });
+    let pane = screen.pane();
+    assert!(
+        pane.contains("last 2 messages of #lobby")
+            && pane.contains("<bob> old line 2")
+            && pane.contains("<bob> old line 3")
+            && !pane.contains("old line 1"),
+        "{}",
+        screen.0
+    );
+}

@@ -313,6 +313,16 @@ try {
   );
   log('reconnected after the restart; a message went through');
 
+  // A line that names ann (as a word, any case) is highlighted on her page; "annie" is not her.
+  await say(b, 'annie is not you');
+  await say(b, 'hey ANN: look');
+  await until('the mention at ann', async () => (await messages(a)).includes('bob: hey ANN: look'));
+  const marked = await a.$$eval('#log li.kind-message', (lis) =>
+    lis.filter((li) => li.classList.contains('mention')).map((li) => li.querySelector('.text').textContent),
+  );
+  sameList(marked, ['hey ANN: look'], 'the lines highlighted as mentions of ann');
+  log('a mention of ann is highlighted on her page');
+
   assert(errors.length === 0, `page errors: ${errors.join('; ')}`);
   log('all checks passed');
 } catch (e) {

@@ -1,5 +1,6 @@
-//! Drawing the terminal client: the message pane (wrapped, scrollable), the member list, the
-//! status line and the input line.
+//! Drawing the terminal client: the room labels, the message pane (wrapped, scrollable), the member
+//! list, the status line and the input line. Text is measured per grapheme cluster, so an emoji ZWJ
+//! sequence or a flag takes the two columns the terminal draws it in and is never split.
 
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -7,12 +8,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 use tokio::time::Instant;
-use unicode_width::UnicodeWidthChar;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
-use super::app::{nick_color, App, Conn};
+use super::app::{nick_color, App, Conn, MENTION};
 
 /// Width of the member list, border included.
-const SIDE: u16 = 22;
+pub(super) const SIDE: u16 = 22;
 
 /// Narrower terminals show no member list.
 const SIDE_MIN_WIDTH: u16 = 60;
@@ -26,14 +28,17 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         Constraint::Length(1),
     ])
     .areas(f.area());
-    if main.width >= SIDE_MIN_WIDTH {
+    let pane = if main.width >= SIDE_MIN_WIDTH {
         let [pane, side] =
             Layout::horizontal([Constraint::Min(10), Constraint::Length(SIDE)]).areas(main);
-        messages(f, app, pane);
         members(f, app, side);
+        pane
     } else {
-        messages(f, app, main);
-    }
+        main
+    };
+    let [labels, pane] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(pane);
+    tabs(f, app, labels);
+    messages(f, app, pane);
     status_line(f, app, status);
     input_line(f, app, input);
 }
@@ -46,17 +51,17 @@ pub fn wrap(line: &Line<'static>, width: usize) -> Vec<Line<'static>> {
     let mut used = 0;
     for span in &line.spans {
         let mut piece = String::new();
-        for c in span.content.chars() {
-            let cw = c.width().unwrap_or(0);
-            if used + cw > width && used > 0 {
+        for g in span.content.graphemes(true) {
+            let gw = g.width();
+            if used + gw > width && used > 0 {
                 if !piece.is_empty() {
                     row.push(Span::styled(std::mem::take(&mut piece), span.style));
                 }
                 rows.push(Line::from(std::mem::take(&mut row)));
                 used = 0;
             }
-            piece.push(c);
-            used += cw;
+            piece.push_str(g);
+            used += gw;
         }
         if !piece.is_empty() {
             row.push(Span::styled(piece, span.style));
@@ -76,11 +81,12 @@ fn messages(f: &mut Frame, app: &mut App, area: Rect) {
     let width = usize::from(area.width);
     app.page = height.max(1);
     app.pane_width = width.max(1);
+    let buf = app.buf_mut();
     // Wrap only from the bottom up, as far as the view reaches.
-    let want = height + app.scroll;
+    let want = height + buf.scroll;
     let mut rows: Vec<Line<'static>> = Vec::new();
     let mut complete = true;
-    for entry in app.entries.iter().rev() {
+    for entry in buf.entries.iter().rev() {
         if rows.len() >= want {
             complete = false;
             break;
@@ -92,12 +98,46 @@ fn messages(f: &mut Frame, app: &mut App, area: Rect) {
     rows.reverse();
     if complete {
         // Everything fits: cannot scroll further up than the top.
-        app.scroll = app.scroll.min(rows.len().saturating_sub(height));
+        buf.scroll = buf.scroll.min(rows.len().saturating_sub(height));
     }
-    let end = rows.len().saturating_sub(app.scroll);
+    let end = rows.len().saturating_sub(buf.scroll);
     let start = end.saturating_sub(height);
     let visible: Vec<Line<'static>> = rows.drain(start..end).collect();
     f.render_widget(Paragraph::new(visible), area);
+}
+
+/// The room labels: the shown one highlighted, others with their unread count (a mention in
+/// the mention style).
+fn tabs(f: &mut Frame, app: &App, area: Rect) {
+    let mut spans = Vec::new();
+    for (i, b) in app.buffers.iter().enumerate() {
+        let name = if b.room.is_empty() {
+            "…".to_string()
+        } else {
+            format!("#{}", b.room)
+        };
+        let (label, style) = if i == app.current {
+            (
+                format!(" {name} "),
+                Style::new()
+                    .fg(Color::Black)
+                    .bg(Color::Cyan)
+                    .add_modifier(Modifier::BOLD),
+            )
+        } else if b.unread > 0 {
+            let style = if b.mentioned {
+                MENTION
+            } else {
+                Style::new().fg(Color::White).add_modifier(Modifier::BOLD)
+            };
+            (format!(" {name} ({}) ", b.unread), style)
+        } else {
+            (format!(" {name} "), Style::new().fg(Color::Gray))
+        };
+        spans.push(Span::styled(label, style));
+        spans.push(Span::raw(" "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 fn members(f: &mut Frame, app: &App, area: Rect) {
@@ -156,12 +196,14 @@ fn status_line(f: &mut Frame, app: &App, area: Rect) {
         Span::raw(format!(" {} │ {nick} │ {room} │ ", app.server)),
         Span::styled(state, Style::new().fg(color).add_modifier(Modifier::BOLD)),
     ];
-    if app.scroll > 0 {
-        spans.push(Span::raw(format!(
-            " │ scrolled up {} (PgDn/Esc)",
-            app.scroll
-        )));
+    let scroll = app.buf().scroll;
+    if scroll > 0 {
+        spans.push(Span::raw(format!(" │ scrolled up {scroll} (PgDn/Esc)")));
     }
+    if app.buffers.len() > 1 {
+        spans.push(Span::raw(" │ Alt-←/→ rooms"));
+    }
+    spans.push(Span::raw(" │ Tab nicks"));
     f.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
 }
 

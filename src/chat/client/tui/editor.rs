@@ -1,7 +1,9 @@
 //! The input line: a one-line editor with cursor movement, word deletion and a history of sent
-//! lines, and the part of it that fits the screen.
+//! lines, and the part of it that fits the screen. The cursor moves over whole grapheme clusters
+//! (an emoji ZWJ family, a flag, a letter and its accents), which are measured as one.
 
-use unicode_width::UnicodeWidthChar;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
 /// Most sent lines remembered for Up/Down.
 const HISTORY: usize = 500;
@@ -55,36 +57,86 @@ impl Editor {
         self.cursor += 1;
     }
 
-    /// Inserts pasted text; line breaks become spaces so a paste is never sent half-done.
+    /// Inserts one line of pasted text (tabs become spaces, other control characters are dropped).
     pub fn insert_str(&mut self, text: &str) {
-        for c in text.chars().filter(|c| *c != '\r') {
+        for c in text.chars() {
             match c {
-                '\n' | '\t' => self.insert(' '),
+                '\t' => self.insert(' '),
                 c if c.is_control() => {}
                 c => self.insert(c),
             }
         }
     }
 
-    pub fn backspace(&mut self) {
-        if self.cursor > 0 {
-            self.cursor -= 1;
-            self.chars.remove(self.cursor);
+    /// Where the grapheme clusters of the line start, in chars, and the line's end.
+    fn boundaries(&self) -> Vec<usize> {
+        let text = self.text();
+        let mut at = 0;
+        let mut bounds = vec![0];
+        for g in text.graphemes(true) {
+            at += g.chars().count();
+            bounds.push(at);
         }
+        bounds
+    }
+
+    /// The start of the cluster before the cursor.
+    fn prev_boundary(&self) -> usize {
+        self.boundaries()
+            .into_iter()
+            .rev()
+            .find(|&b| b < self.cursor)
+            .unwrap_or(0)
+    }
+
+    /// The end of the cluster after the cursor.
+    fn next_boundary(&self) -> usize {
+        self.boundaries()
+            .into_iter()
+            .find(|&b| b > self.cursor)
+            .unwrap_or(self.chars.len())
+    }
+
+    pub fn backspace(&mut self) {
+        let start = self.prev_boundary();
+        self.chars.drain(start..self.cursor);
+        self.cursor = start;
     }
 
     pub fn delete(&mut self) {
-        if self.cursor < self.chars.len() {
-            self.chars.remove(self.cursor);
-        }
+        let end = self.next_boundary();
+        self.chars.drain(self.cursor..end);
     }
 
     pub fn left(&mut self) {
-        self.cursor = self.cursor.saturating_sub(1);
+        self.cursor = self.prev_boundary();
     }
 
     pub fn right(&mut self) {
-        self.cursor = (self.cursor + 1).min(self.chars.len());
+        self.cursor = self.next_boundary();
+    }
+
+    /// The cursor position, in chars.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// The word that ends at the cursor (for Tab completion): its start, in chars, and its text.
+    pub fn word_before_cursor(&self) -> (usize, String) {
+        let mut i = self.cursor;
+        while i > 0 && !self.chars[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        (i, self.chars[i..self.cursor].iter().collect())
+    }
+
+    /// Replaces the chars from `start` to the cursor with `text`, cursor after it.
+    pub fn replace_before_cursor(&mut self, start: usize, text: &str) {
+        let start = start.min(self.cursor);
+        let new: Vec<char> = text.chars().collect();
+        let len = new.len();
+        self.chars.splice(start..self.cursor, new);
+        self.cursor = start + len;
     }
 
     pub fn home(&mut self) {
@@ -176,23 +228,38 @@ impl Editor {
     /// line scrolls left when the cursor would leave the screen.
     pub fn view(&self, width: usize) -> (String, usize) {
         let width = width.max(1);
-        let w = |c: &char| c.width().unwrap_or(0);
+        let text = self.text();
+        // (chars, columns) of each cluster, measured whole so a ZWJ sequence or a flag takes the
+        // two columns it is drawn in, not the sum of its parts.
+        let clusters: Vec<(&str, usize)> = text
+            .graphemes(true)
+            .map(|g| (g, g.chars().count()))
+            .collect();
+        let mut at = 0;
+        let at_cursor = clusters
+            .iter()
+            .take_while(|(_, n)| {
+                let before = at < self.cursor;
+                at += n;
+                before
+            })
+            .count();
         let mut start = 0;
-        let mut before: usize = self.chars[..self.cursor].iter().map(w).sum();
+        let mut before: usize = clusters[..at_cursor].iter().map(|(g, _)| g.width()).sum();
         // Keep one column for the cursor itself.
-        while before >= width && start < self.cursor {
-            before -= w(&self.chars[start]);
+        while before >= width && start < at_cursor {
+            before -= clusters[start].0.width();
             start += 1;
         }
         let mut shown = String::new();
         let mut used = 0;
-        for c in &self.chars[start..] {
-            let cw = w(c);
-            if used + cw > width {
+        for (g, _) in &clusters[start..] {
+            let gw = g.width();
+            if used + gw > width {
                 break;
             }
-            used += cw;
-            shown.push(*c);
+            used += gw;
+            shown.push_str(g);
         }
         (shown, before)
     }
@@ -254,5 +321,34 @@ mod tests {
         assert_eq!((shown.as_str(), col), ("ghij", 4));
         let wide = typed("你好世界");
         assert_eq!(wide.view(20).1, 8);
+    }
+
+    #[test]
+    fn clusters_move_and_measure_as_one() {
+        // A ZWJ family (5 chars), a flag (2 regional indicators), e and a combining acute.
+        let mut e = typed("a\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{1F1EB}\u{1F1F7}e\u{301}");
+        assert_eq!(e.view(20).1, 1 + 2 + 2 + 1);
+        e.left();
+        assert_eq!(e.view(20).1, 5);
+        e.left();
+        assert_eq!(e.view(20).1, 3);
+        e.backspace();
+        assert_eq!(e.text(), "a\u{1F1EB}\u{1F1F7}e\u{301}");
+        e.delete();
+        assert_eq!(e.text(), "ae\u{301}");
+        // Scrolled to fit: never half a cluster.
+        let flags = typed(&"\u{1F1EB}\u{1F1F7}".repeat(10));
+        let (shown, col) = flags.view(7);
+        assert_eq!((shown.chars().count(), col), (6, 6));
+    }
+
+    #[test]
+    fn replaces_the_word_before_the_cursor() {
+        let mut e = typed("hi bo");
+        assert_eq!(e.word_before_cursor(), (3, "bo".to_string()));
+        e.replace_before_cursor(3, "bobby ");
+        assert_eq!(e.text(), "hi bobby ");
+        assert_eq!(e.cursor(), 9);
+        assert_eq!(e.word_before_cursor(), (9, String::new()));
     }
 }

@@ -78,6 +78,8 @@ pub async fn run(config: ClientConfig) -> Result<(), ClientError> {
         if app.quit == Quit::Now {
             break Ok(());
         }
+        // The rest of a paste, as the link's queue drains.
+        app.flush(&link);
     };
     stop_reader.store(true, Ordering::SeqCst);
     link.close().await;

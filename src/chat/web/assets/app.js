@@ -333,7 +333,23 @@
     }
     li.append(el('span', 'text', m.text));
     if (m.nick === st.me) li.classList.add('mine');
+    else if (mentions(m.text, st.me)) li.classList.add('mention');
     append(li);
+  }
+
+  // Whether the text names the nick as a word of its own, case-insensitively ("ann:", "hi ANN!",
+  // not "annie").
+  function mentions(text, nick) {
+    if (!nick || typeof text !== 'string') return false;
+    const t = text.toLowerCase();
+    const n = nick.toLowerCase();
+    const word = /[\p{L}\p{N}_]/u;
+    for (let i = t.indexOf(n); i >= 0; i = t.indexOf(n, i + 1)) {
+      const before = i > 0 ? [...t.slice(0, i)].pop() : '';
+      const after = [...t.slice(i + n.length)][0] || '';
+      if (!word.test(before) && !word.test(after)) return true;
+    }
+    return false;
   }
 
   function notice(m, text) {
