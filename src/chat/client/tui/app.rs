@@ -554,7 +554,7 @@ impl App {
             .filter(|rest| !rest.starts_with('/'))
             .map(|rest| rest.split_whitespace().next().unwrap_or("").to_lowercase());
         match command.as_deref() {
-            Some("quit" | "exit" | "part") => {
+            Some("quit" | "exit") => {
                 let text = self.input.take();
                 self.quit = if self.is_connected() && link.send(text).is_ok() {
                     Quit::After(Instant::now() + QUIT_WAIT)
