@@ -1058,3 +1058,26 @@ async fn a_browser_over_the_rate_is_slowed_not_dropped() {
     }
     assert_eq!(slowed, 1, "told once");
 }
+
+/// A text message that is not UTF-8 closes the socket with 1007, a protocol error with 1002 (not
+/// 1000, which the page takes for a normal goodbye).
+#[tokio::test]
+async fn bad_frames_get_the_close_codes_they_call_for() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let (_server, url) = start(&["127.0.0.1:0", "--web", "127.0.0.1:0"]);
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "bytes").await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    let (code, reason, _) = ws_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Invalid, "{reason}");
+
+    let mut ws = ws_connect(&web_addr(&url)).await;
+    hello(&mut ws, "frames").await;
+    // A continuation frame with no message begun is a protocol error.
+    let stray = Frame::message(b"x".to_vec(), OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(stray)).await.unwrap();
+    let (code, reason, _) = ws_close(&mut ws).await;
+    assert_eq!(code, CloseCode::Protocol, "{reason}");
+}

@@ -32,8 +32,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// but not after a normal close (the user quit) or an idle timeout.
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_BAD_DATA: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_UNAVAILABLE: u16 = 1011;
 const CLOSE_IDLE: u16 = 4000;
 
 /// The connection a session runs on.
@@ -89,7 +92,7 @@ pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: 
             },
             _ = &mut negotiate, if !s.in_room() => {
                 if s.enter_default().await.is_err() {
-                    break (End::Shutdown, close_frame(CLOSE_GOING_AWAY, "server shutting down"));
+                    break hub_gone(&link);
                 }
                 continue;
             }
@@ -99,16 +102,22 @@ pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: 
             }
             msg = stream.next() => match msg {
                 None | Some(Ok(Message::Close(_))) => break (End::Closed, close_frame(CLOSE_NORMAL, "")),
-                Some(Err(e)) => {
-                    if is_too_big(e) {
+                Some(Err(e)) => match ws_error(e) {
+                    WsError::TooBig => {
                         s.error(&format!(
                             "disconnected: a message of more than {} bytes",
                             cfg.flood_cutoff()
                         ));
                         break (End::Error("flooded"), close_frame(CLOSE_TOO_BIG, "message too big"));
                     }
-                    break (End::Closed, close_frame(CLOSE_NORMAL, ""));
-                }
+                    WsError::BadUtf8 => {
+                        break (End::Error("invalid UTF-8"), close_frame(CLOSE_BAD_DATA, "invalid UTF-8 in a text message"));
+                    }
+                    WsError::Protocol => {
+                        break (End::Error("protocol error"), close_frame(CLOSE_PROTOCOL, "WebSocket protocol error"));
+                    }
+                    WsError::Gone => break (End::Closed, close_frame(CLOSE_NORMAL, "")),
+                },
                 Some(Ok(Message::Text(text))) => {
                     idle.touch();
                     if text.len() > cfg.max_line {
@@ -134,12 +143,7 @@ pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: 
         match s.handle(text.as_bytes()).await {
             Ok(None) => {}
             Ok(Some(end)) => break (end, close_frame(CLOSE_NORMAL, "goodbye")),
-            Err(_) => {
-                break (
-                    End::Shutdown,
-                    close_frame(CLOSE_GOING_AWAY, "server shutting down"),
-                )
-            }
+            Err(_) => break hub_gone(&link),
         }
     };
 
@@ -156,11 +160,40 @@ pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: 
 }
 
 /// Whether a read failed because a message passed the size limit.
-fn is_too_big(e: axum::Error) -> bool {
-    matches!(
-        e.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// What a failed WebSocket read means for the close code.
+enum WsError {
+    /// A message past the size limit (1009).
+    TooBig,
+    /// A text message that is not UTF-8 (1007).
+    BadUtf8,
+    /// Frames that break the protocol (1002).
+    Protocol,
+    /// The connection is gone; no close frame can be read.
+    Gone,
+}
+
+fn ws_error(e: axum::Error) -> WsError {
+    match e.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => WsError::TooBig,
+        Some(tungstenite::Error::Utf8(_)) => WsError::BadUtf8,
+        Some(tungstenite::Error::Protocol(_)) => WsError::Protocol,
+        _ => WsError::Gone,
+    }
+}
+
+/// The end when the hub is gone: the server stopping (1001), or its sequencer dead (1011, which
+/// the page retries like a restart) — a browser must not be told a failure is a shutdown.
+fn hub_gone(link: &Link) -> (End, CloseFrame) {
+    match Session::hub_gone(link.shutdown.is_cancelled()) {
+        End::Shutdown => (
+            End::Shutdown,
+            close_frame(CLOSE_GOING_AWAY, "server shutting down"),
+        ),
+        end => (
+            end,
+            close_frame(CLOSE_UNAVAILABLE, "the chat service is unavailable"),
+        ),
+    }
 }
 
 /// One JSON line as one text message (without its newline).
