@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use super::wire::{Format, SERVER_MARK};
 
-/// What kind of thing happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What kind of thing happened: an event's `type` on the JSON wire. One enum for the server and
+/// for `chat join` ([`crate::chat::client::protocol::EventKind`]), so a kind cannot be renamed on
+/// one side only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A line said in a room.
@@ -31,6 +33,9 @@ pub enum Kind {
     Notice,
     /// Someone set the room's topic (`text`; empty: cleared it).
     Topic,
+    /// A kind from a newer server (only read by clients, never made here); shown as a notice.
+    #[serde(other)]
+    Other,
 }
 
 impl Kind {
@@ -54,6 +59,7 @@ impl Kind {
             Kind::Nick => "nick",
             Kind::Notice => "notice",
             Kind::Topic => "topic",
+            Kind::Other => "other",
         }
     }
 
@@ -226,7 +232,7 @@ pub fn describe(kind: Kind, nick: &str, room: &str, target: &str, text: &str) ->
         Kind::Leave if text.is_empty() => format!("{m}{nick} left #{room}"),
         Kind::Leave => format!("{m}{nick} left #{room} ({text})"),
         Kind::Nick => format!("{m}{nick} is now known as {target}"),
-        Kind::Notice => format!("{m}{text}"),
+        Kind::Notice | Kind::Other => format!("{m}{text}"),
         Kind::Topic if text.is_empty() => format!("{m}{nick} cleared the topic of #{room}"),
         Kind::Topic => format!("{m}{nick} set the topic of #{room}: {text}"),
     }

@@ -7,6 +7,7 @@
 //! member sees a room's events in one order, and nothing is shown before it is committed (while
 //! the store cannot commit at all, on a full disk say, the sequencer delivers unsaved and says so).
 
+use crate::chat::wire::ReplyKind;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -110,7 +111,7 @@ pub struct Whois {
 pub fn topic_reply(format: Format, room: &str, topic: Option<&Topic>) -> Bytes {
     match topic {
         Some(t) => format.reply(
-            "topic",
+            ReplyKind::Topic,
             &format!(
                 "topic of #{room}: {} (set by {} at {})",
                 t.text,
@@ -120,7 +121,7 @@ pub fn topic_reply(format: Format, room: &str, topic: Option<&Topic>) -> Bytes {
             Some(serde_json::json!({ "room": room, "topic": &*t.text, "by": &*t.by, "at": t.at })),
         ),
         None => format.reply(
-            "topic",
+            ReplyKind::Topic,
             &format!("#{room} has no topic"),
             Some(serde_json::json!({ "room": room, "topic": null })),
         ),

@@ -2,6 +2,7 @@
 //! running its messages and commands against the hub. Transports (the line protocol over streams
 //! in [`super::stream`]) feed it lines and drain its outbox.
 
+use crate::chat::wire::ReplyKind;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -115,7 +116,11 @@ impl Session {
     /// asks the writer to send what is left and close.
     pub async fn close(self, end: End) {
         if let End::Shutdown = end {
-            self.reply("notice", "the server is shutting down; goodbye", None);
+            self.reply(
+                ReplyKind::Notice,
+                "the server is shutting down; goodbye",
+                None,
+            );
         }
         let reason = match &end {
             End::Quit(r) => r.clone(),
@@ -151,13 +156,13 @@ impl Session {
         }
     }
 
-    pub fn reply(&self, kind: &str, text: &str, extra: Option<serde_json::Value>) {
+    pub fn reply(&self, kind: ReplyKind, text: &str, extra: Option<serde_json::Value>) {
         self.outbox
             .push(OutItem::Raw(self.format().reply(kind, text, extra)));
     }
 
     pub fn error(&self, text: &str) {
-        self.reply("error", text, None);
+        self.reply(ReplyKind::Error, text, None);
     }
 
     /// Enters the first room: the one a JSON hello asked for, else the default.
@@ -186,7 +191,11 @@ impl Session {
     async fn join_now(&mut self, room: &str, why: Option<String>) -> Result<(), HubClosed> {
         let room: Arc<str> = Arc::from(room);
         if self.room.as_deref() == Some(&*room) {
-            self.reply("info", &format!("you are already in #{room}"), None);
+            self.reply(
+                ReplyKind::Info,
+                &format!("you are already in #{room}"),
+                None,
+            );
             return Ok(());
         }
         // The replay is a reply too: joining back and forth must not buy it over and over, so it is
@@ -253,7 +262,7 @@ impl Session {
         let mut greeting = Vec::new();
         if format != Format::Json {
             greeting.push(format.reply(
-                "welcome",
+                ReplyKind::Welcome,
                 &format!(
                     "Welcome to sockit chat, {}! You will be in #{}; type /help for commands.",
                     self.nick, self.cfg.room
@@ -262,7 +271,7 @@ impl Session {
             ));
         }
         if let Some(motd) = &self.cfg.motd {
-            greeting.push(format.reply("motd", motd, None));
+            greeting.push(format.reply(ReplyKind::Motd, motd, None));
         }
         greeting
     }
@@ -279,7 +288,7 @@ impl Session {
                     self.set_nick(nick).await?;
                 }
                 self.reply(
-                    "welcome",
+                    ReplyKind::Welcome,
                     &format!("you are {}", self.nick),
                     Some(json!({ "nick": &*self.nick, "proto": "json", "version": 1 })),
                 );
@@ -319,7 +328,7 @@ impl Session {
             // nothing the client sent is lost and nothing more is read meanwhile.
             if !std::mem::replace(&mut self.slowed, true) {
                 self.reply(
-                    "slowed",
+                    ReplyKind::Slowed,
                     &format!(
                         "slowing down: at most {} lines per second (bursts of {}); your lines are delayed, not lost",
                         self.cfg.rate, self.cfg.burst
@@ -366,7 +375,7 @@ impl Session {
                 };
                 let nicks = self.hub.who(&room);
                 self.reply(
-                    "members",
+                    ReplyKind::Members,
                     &format!("in #{room} ({}): {}", nicks.len(), nicks.join(", ")),
                     Some(json!({ "room": room, "nicks": nicks })),
                 );
@@ -378,11 +387,11 @@ impl Session {
             }
             Command::Help => {
                 for line in HELP {
-                    self.reply("help", line, None);
+                    self.reply(ReplyKind::Help, line, None);
                 }
             }
             Command::Quit(reason) => {
-                self.reply("bye", "goodbye", None);
+                self.reply(ReplyKind::Bye, "goodbye", None);
                 return Ok(Some(End::Quit(reason.to_string())));
             }
             Command::Bad(msg) => self.error(&msg),
@@ -406,7 +415,7 @@ impl Session {
             "rooms": rooms.iter().map(|(n, c)| json!({"name": n, "members": c})).collect::<Vec<_>>(),
             "total": total,
         });
-        self.reply("rooms", &text, Some(data));
+        self.reply(ReplyKind::Rooms, &text, Some(data));
     }
 
     /// `/part`: IRC's part leaves a channel and stays connected. Here every client is in exactly
@@ -417,7 +426,7 @@ impl Session {
         let home = self.cfg.room.clone();
         if self.room.as_deref() == Some(home.as_str()) {
             self.reply(
-                "info",
+                ReplyKind::Info,
                 &format!("you are in #{home}, the default room; /join ROOM goes elsewhere, /quit leaves the server"),
                 Some(json!({ "room": home })),
             );
@@ -487,7 +496,7 @@ impl Session {
             text.push_str(&format!("; away: {away}"));
         }
         self.reply(
-            "whois",
+            ReplyKind::Whois,
             &text,
             Some(json!({
                 "nick": &*w.nick,
@@ -513,7 +522,7 @@ impl Session {
             Some(t) => format!("you are away: {t}"),
             None => "you are back".to_string(),
         };
-        self.reply("away", &shown, Some(json!({ "away": text })));
+        self.reply(ReplyKind::Away, &shown, Some(json!({ "away": text })));
     }
 
     async fn say(&self, kind: Kind, text: &str) -> Result<(), HubClosed> {
@@ -544,7 +553,7 @@ impl Session {
                         self.post(ev, Route::Room).await?;
                     }
                     _ => self.reply(
-                        "nick",
+                        ReplyKind::Nick,
                         &format!("you are now {nick}"),
                         Some(json!({ "nick": nick })),
                     ),
@@ -553,7 +562,7 @@ impl Session {
             // Typed, so a client that asked for this nick can tell the person and let them pick
             // another (instead of going on silently as a guest).
             Err(NickError::Taken(n)) => self.reply(
-                "error",
+                ReplyKind::Error,
                 &format!("nick {n:?} is taken; pick another"),
                 Some(json!({ "code": "nick_taken", "wanted": n })),
             ),
@@ -576,7 +585,7 @@ impl Session {
         if let Some(away) = self.hub.whois(&target).and_then(|w| w.away) {
             if !Arc::ptr_eq(&route[0], &self.outbox) {
                 self.reply(
-                    "is_away",
+                    ReplyKind::IsAway,
                     &format!("{target} is away: {away}"),
                     Some(json!({ "nick": &*target, "away": &*away })),
                 );
@@ -635,19 +644,19 @@ impl Session {
                         "more would not fit the send queue (--sendq)".to_string()
                     };
                     lines.push(OutItem::Raw(format.reply(
-                        "info",
+                        ReplyKind::Info,
                         &format!("{dropped} older messages left out: {why}"),
                         None,
                     )));
                 }
                 lines.push(OutItem::Raw(format.reply(
-                    "history",
+                    ReplyKind::History,
                     &format!("last {} messages of #{room}:", events.len()),
                     Some(json!({ "room": &*room, "count": events.len() })),
                 )));
                 lines.extend(events.into_iter().map(OutItem::Event));
                 lines.push(OutItem::Raw(format.reply(
-                    "history_end",
+                    ReplyKind::HistoryEnd,
                     "end of history",
                     Some(json!({ "room": &*room })),
                 )));

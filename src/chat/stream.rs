@@ -5,6 +5,7 @@
 //! hub/sequencer; and hub → [`Outbox`] (bounded) → writer task → socket, all that is queued sent in
 //! one write.
 
+use crate::chat::wire::ReplyKind;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,7 +238,7 @@ async fn write_loop(mut writer: WriteHalf<Stream>, outbox: Arc<Outbox>, cfg: Arc
         // starts on a new line, as a write given up half-way may have left one unfinished.
         let mut msg = BytesMut::from(&b"\r\n"[..]);
         msg.extend_from_slice(&outbox.format().reply(
-            "error",
+            ReplyKind::Error,
             &format!(
                 "disconnected: you were not reading (more than {} bytes waiting)",
                 cfg.sendq

@@ -94,7 +94,7 @@ impl Format {
 
     /// A reply only this client sees: `-!- ...` (`-!- error: ...`) for plain clients ([`server_line`]), `{"type":kind,..}`
     /// for JSON ones, where `extra` adds structured fields.
-    pub fn reply(self, kind: &str, text: &str, extra: Option<serde_json::Value>) -> Bytes {
+    pub fn reply(self, kind: ReplyKind, text: &str, extra: Option<serde_json::Value>) -> Bytes {
         match self {
             Format::Json => {
                 let mut v = json!({ "type": kind, "text": text });
@@ -107,9 +107,42 @@ impl Format {
                 bytes.push(b'\n');
                 Bytes::from(bytes)
             }
-            _ => self.encode_line(&server_line(kind == "error", text)),
+            _ => self.encode_line(&server_line(kind == ReplyKind::Error, text)),
         }
     }
+}
+
+/// What a reply to one client is about: its `type` on the JSON wire. One enum for the server,
+/// which sends it, and for `chat join`, which reads it ([`crate::chat::client::protocol`]), so a
+/// kind cannot be renamed on one side only. Kinds this build does not know read as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyKind {
+    Welcome,
+    Nick,
+    Members,
+    Rooms,
+    History,
+    HistoryEnd,
+    Error,
+    Info,
+    Help,
+    Motd,
+    Bye,
+    Notice,
+    /// The server delays this client's lines (its rate limit): they will arrive, later.
+    Slowed,
+    /// A room's topic (`/topic`, and after a join).
+    Topic,
+    /// `/whois`.
+    Whois,
+    /// This client's away message was set or cleared.
+    Away,
+    /// The one this client sent a private message to is away.
+    IsAway,
+    /// A kind from a newer server (only read, never sent).
+    #[serde(other)]
+    Other,
 }
 
 /// How every line the server itself says to a plain client begins (after the `[HH:MM:SS] ` stamp for
@@ -264,6 +297,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reply_and_event_kinds_read_back_as_sent_and_unknown_ones_as_other() {
+        use crate::chat::event::Kind;
+        for kind in [
+            ReplyKind::Welcome,
+            ReplyKind::HistoryEnd,
+            ReplyKind::IsAway,
+            ReplyKind::Slowed,
+        ] {
+            let sent = Format::Json.reply(kind, "x", None);
+            let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+            let back: ReplyKind = serde_json::from_value(v["type"].clone()).unwrap();
+            assert_eq!(back, kind);
+        }
+        let later: ReplyKind = serde_json::from_str("\"from_a_newer_server\"").unwrap();
+        assert_eq!(later, ReplyKind::Other);
+        let later: Kind = serde_json::from_str("\"poll\"").unwrap();
+        assert_eq!(later, Kind::Other);
+        let topic: Kind =
+            serde_json::from_str(&serde_json::to_string(&Kind::Topic).unwrap()).unwrap();
+        assert_eq!(topic, Kind::Topic);
+    }
+
+    #[test]
     fn decodes_each_format() {
         assert_eq!(
             Format::Utf8.decode(b"hi\xffthere").unwrap(),
@@ -311,9 +367,12 @@ mod tests {
 
     #[test]
     fn replies_carry_the_server_mark() {
-        assert_eq!(&Format::Utf8.reply("info", "hi", None)[..], b"-!- hi\r\n");
         assert_eq!(
-            &Format::Utf8.reply("error", "no", None)[..],
+            &Format::Utf8.reply(ReplyKind::Info, "hi", None)[..],
+            b"-!- hi\r\n"
+        );
+        assert_eq!(
+            &Format::Utf8.reply(ReplyKind::Error, "no", None)[..],
             b"-!- error: no\r\n"
         );
     }

@@ -5,25 +5,10 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::chat::event::{self, Kind};
+use crate::chat::event;
 
-/// What kind of chat event the server delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Message,
-    Action,
-    Private,
-    Join,
-    Leave,
-    Nick,
-    Notice,
-    /// Someone set (or, with no text, cleared) the room's topic.
-    Topic,
-    /// A kind this client does not know yet (a newer server); shown as a notice.
-    #[serde(other)]
-    Other,
-}
+/// What kind of chat event the server delivered (the server's own type).
+pub use crate::chat::event::Kind as EventKind;
 
 /// One ordered chat event: `{seq, ts, type, room, nick, target, text}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,18 +37,8 @@ impl ChatEvent {
 
     /// What the event says, without the time: `<ann> hi`, `* ann waves`, `-!- bob joined #lobby`.
     pub fn describe(&self) -> String {
-        let kind = match self.kind {
-            EventKind::Message => Kind::Message,
-            EventKind::Action => Kind::Action,
-            EventKind::Private => Kind::Private,
-            EventKind::Join => Kind::Join,
-            EventKind::Leave => Kind::Leave,
-            EventKind::Nick => Kind::Nick,
-            EventKind::Topic => Kind::Topic,
-            EventKind::Notice | EventKind::Other => Kind::Notice,
-        };
         event::describe(
-            kind,
+            self.kind,
             &self.nick,
             self.room.as_deref().unwrap_or(""),
             self.target.as_deref().unwrap_or(""),
@@ -82,35 +57,7 @@ impl ChatEvent {
     }
 }
 
-/// What a reply to this client is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplyKind {
-    Welcome,
-    Nick,
-    Members,
-    Rooms,
-    History,
-    HistoryEnd,
-    Error,
-    Info,
-    Help,
-    Motd,
-    Bye,
-    Notice,
-    /// The server delays this client's lines (its rate limit): they will arrive, later.
-    Slowed,
-    /// A room's topic (`/topic`, and after a join).
-    Topic,
-    /// `/whois`.
-    Whois,
-    /// This client's away message was set or cleared.
-    Away,
-    /// The one this client sent a private message to is away.
-    IsAway,
-    #[serde(other)]
-    Other,
-}
+pub use crate::chat::wire::ReplyKind;
 
 /// One room in a `rooms` reply.
 #[derive(Debug, Clone, Deserialize)]

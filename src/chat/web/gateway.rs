@@ -5,6 +5,7 @@
 //! outbox (`--sendq`, applied once the socket stops taking what is sent, as for a TCP client), the
 //! write timeout, the idle timeout, and a goodbye on shutdown.
 
+use crate::chat::wire::ReplyKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -258,7 +259,7 @@ async fn write_loop(
     // full, so they may never arrive; they are tried for as long as a closing client's last
     // output may take (a slow reader gets them, a dead one costs that much time).
     let why = Format::Json.reply(
-        "error",
+        ReplyKind::Error,
         &format!(
             "disconnected: you were not reading (more than {} bytes waiting)",
             cfg.sendq
