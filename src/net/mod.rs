@@ -24,6 +24,7 @@ mod datagram;
 mod deadline;
 mod endpoint;
 mod error;
+mod host;
 pub mod http;
 mod idle;
 mod listener;
@@ -47,6 +48,7 @@ pub use datagram::{
 pub use deadline::{WriteDeadline, WriteTimeout};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
+pub use host::{parse_host_name, HostPolicy, Refused as HostRefused};
 pub use http::{serve_http, HttpConn, HttpOptions, HttpVersion};
 pub use idle::IdleTimer;
 pub use listener::Listener;

@@ -10,7 +10,6 @@
 //! rebinding); `/ws` then checks the page's `Origin` ([`origin`], against cross-site pages).
 
 mod gateway;
-mod host;
 mod origin;
 
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use axum::Router;
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
-pub use host::{parse_host_name, HostPolicy};
+pub use crate::net::{parse_host_name, HostPolicy};
 pub use origin::{Origin, OriginPolicy};
 
 use super::hub::ChatHub;

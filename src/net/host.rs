@@ -1,4 +1,5 @@
-//! Which `Host` names the web port answers to: the defence against DNS rebinding.
+//! Which `Host` names a web port answers to: the defence against DNS rebinding, shared by every
+//! HTTP server of sockit (the chat page, `sockit http`).
 //!
 //! A hostile page at `http://evil.example:9080/` can make its own name resolve to 127.0.0.1 once
 //! the page has loaded. The browser then sends the page's requests, and its WebSocket, to the
@@ -22,7 +23,7 @@
 
 use std::net::IpAddr;
 
-use crate::net::LocalAddr;
+use super::LocalAddr;
 
 /// A host, as named in a `Host` header or on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
