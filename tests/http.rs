@@ -967,3 +967,91 @@ for preface in (False, True):
         );
     }
 }
+
+/// The e2e script and what it needs, or why it cannot run here (as tests/chat_web.rs decides).
+fn e2e_ready() -> Result<std::path::PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Err(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        return Err("node is missing".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err("playwright-core is missing (cd tests/web && npm ci)".into());
+    }
+    Ok(dir)
+}
+
+/// The listing page in headless Chromium (tests/web/http.e2e.mjs): every entry visible, a click
+/// on a folder opens its listing (URL and entries change), its parent link leads back, and both
+/// pages fit a 390 px wide phone screen without a horizontal scroll bar, even with a long name
+/// that has no place to break. Skipped (with a message) where Chromium, node or playwright-core
+/// are missing, but fails under CI, which installs them (.ci/install-deps).
+#[test]
+fn listing_in_a_real_browser() {
+    let dir = match e2e_ready() {
+        Ok(dir) => dir,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(!ci, "the browser test cannot run under CI: {why}");
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let long = format!(
+        "{}.tar.gz",
+        "a_rather_long_file_name_without_any_place_to_break_".repeat(3)
+    );
+    std::fs::write(r.join("readme.txt"), "read me\n").unwrap();
+    std::fs::write(r.join("notes.md"), "# notes\n").unwrap();
+    std::fs::write(r.join("big.bin"), data(3 * 1024 * 1024)).unwrap();
+    std::fs::write(r.join(&long), "x").unwrap();
+    std::fs::create_dir(r.join("photos 2024")).unwrap();
+    std::fs::write(r.join("photos 2024/beach.jpg"), data(2048)).unwrap();
+    std::fs::write(r.join("photos 2024/sunset & sea.png"), data(4096)).unwrap();
+    std::fs::create_dir(r.join("empty")).unwrap();
+    let spec = serde_json::json!({
+        "root": ["photos 2024/", "empty/", "readme.txt", "notes.md", "big.bin", long],
+        "folder": "photos 2024/",
+        "inside": ["beach.jpg", "sunset & sea.png"],
+    })
+    .to_string();
+
+    let served = r.to_str().unwrap();
+    let server = Server::start(&["http", served, "-l", "127.0.0.1:0"]);
+    let base = url(&server, "/");
+    // Screenshots beside the build: target/http-listing*.png.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("http.e2e.mjs"))
+        .arg(&base)
+        .arg(&shots)
+        .arg(&spec);
+    // Bounded: the whole browser session gets two minutes.
+    let ran = run(cmd, b"", Duration::from_secs(120));
+    let out = ran.stdout_text();
+    println!("{out}");
+    assert!(
+        !ran.timed_out && ran.code() == Some(0),
+        "browser test failed ({:?}):\n{out}\n{}\nserver:\n{}",
+        ran.status,
+        ran.stderr,
+        server.stderr()
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    for f in ["http-listing.png", "http-listing-phone.png"] {
+        let png = std::fs::read(shots.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{f} is not a PNG");
+    }
+}
