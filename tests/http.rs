@@ -669,6 +669,78 @@ fn symlinks_out_and_dotfiles_need_their_flags() {
     assert_eq!(curl(&[&url(&closed, "/.secret")]).status, 404);
 }
 
+/// What the one-call open (openat2 below the root, no symlinks) must leave to the slow path, and
+/// what it must refuse itself: a FIFO is not waited on (404 at once, and the server goes on), a
+/// symlink inside the folder is followed (to a file, to a folder, to an index.html), a symlink to
+/// a dotfile stays hidden.
+#[test]
+fn special_files_and_symlinks_inside_the_folder() {
+    let fx = fixture();
+    let r = fx.root.path();
+    let fifo = std::ffi::CString::new(r.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path string; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("docs", r.join("docs-link")).unwrap();
+    std::os::unix::fs::symlink(".secret", r.join("to-dotfile")).unwrap();
+    std::os::unix::fs::symlink("site/index.html", r.join("site-index")).unwrap();
+    std::fs::create_dir(r.join("linked-index")).unwrap();
+    std::os::unix::fs::symlink("../site/index.html", r.join("linked-index/index.html")).unwrap();
+    let server = start(&fx, &[]);
+
+    let t = Instant::now();
+    assert_eq!(curl(&[&url(&server, "/pipe")]).status, 404);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the FIFO was waited on"
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/hello.txt")]).text(),
+        "hello, world\n"
+    );
+    assert_eq!(curl(&[&url(&server, "/inside")]).text(), "hello, world\n");
+    assert_eq!(
+        curl(&[&url(&server, "/docs-link/bbb.txt")]).text(),
+        "bbbbbbbbbb"
+    );
+    assert!(curl(&[&url(&server, "/docs-link/")])
+        .text()
+        .contains(">a.txt</a>"));
+    assert_eq!(
+        curl(&[&url(&server, "/site-index")]).text(),
+        "<h1>site</h1>\n"
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/linked-index/")]).text(),
+        "<h1>site</h1>\n"
+    );
+    assert_eq!(curl(&[&url(&server, "/to-dotfile")]).status, 404);
+    assert_eq!(curl(&[&url(&server, "/escape-dir/secret.txt")]).status, 403);
+    assert_eq!(curl(&[&url(&server, "/hello.txt/x")]).status, 404);
+    assert_eq!(curl(&[&url(&server, "/nope/x")]).status, 404);
+    // The whole folder, a file at the top and a folder's index.html.
+    assert!(curl(&[&url(&server, "/")])
+        .text()
+        .contains(">hello.txt</a>"));
+    assert_eq!(curl(&[&url(&server, "/site/")]).text(), "<h1>site</h1>\n");
+    let page = curl(&[&url(&server, "/")]).text();
+    assert!(!page.contains(">pipe<"), "a FIFO is listed:\n{page}");
+}
+
+/// A client that sends no Accept-Encoding gets the file itself, and no sibling is looked for
+/// (so no `Vary`); one that sends any Accept-Encoding gets `Vary` where siblings exist.
+#[test]
+fn siblings_are_looked_for_only_when_the_client_sends_accept_encoding() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/pre.js")]);
+    assert_eq!(got.text(), "original\n".repeat(200));
+    assert_eq!(got.header("content-encoding"), None);
+    assert_eq!(got.header("vary"), None);
+    let got = curl(&["-H", "Accept-Encoding: identity", &url(&server, "/pre.js")]);
+    assert_eq!(got.text(), "original\n".repeat(200));
+    assert_eq!(got.header("vary"), Some("Accept-Encoding"));
+}
+
 #[test]
 fn basic_auth_and_its_warning() {
     let fx = fixture();
