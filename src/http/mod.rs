@@ -19,14 +19,15 @@
 //! Bodies go through user space: hyper writes `Bytes` chunks, and there is no way to hand it a
 //! file descriptor, so `sendfile(2)` would mean bypassing hyper for the body (and losing HTTP/2,
 //! TLS, the write deadline and keep-alive bookkeeping). Files are read in 256 KiB chunks by
-//! [`body::FileBody`]: on the async thread when the page cache holds them (`preadv2(RWF_NOWAIT)`),
-//! on the blocking pool when not. Measured (bench/http.sh, 1 GiB file in the page cache, one curl over
-//! loopback, a 2-core machine shared with other builds, so ranges over 3 runs): sockit
-//! 0.83-1.42 GB/s for 0.55-1.22 s of server CPU per GiB; a 4-line Python server that calls
-//! `sendfile(2)` 0.93-1.29 GB/s for 0.34-0.47 s; `python3 -m http.server` (read/write copies)
-//! 0.62-1.16 GB/s for 0.51-0.60 s. The client (curl) is the bottleneck for all three, so the
-//! throughput is the same; the price of the copies is about twice the server CPU per byte of
-//! sendfile, which matters only when many large downloads saturate the server's cores.
+//! `body::FileBody`: on the async thread when the page cache holds them (`preadv2(RWF_NOWAIT)`),
+//! on the blocking pool when not, so each chunk is copied twice (page cache to user space, user
+//! space to the socket) where sendfile copies nothing on the server. Measured (bench/http.sh:
+//! wrk -t2 -c64 on a 10 MiB file in the page cache over loopback, a 2-core machine shared with
+//! other builds, median of 3 runs of 10 s): sockit 2.4 GB/s for 4.7 ms of server CPU per
+//! response, nginx with sendfile 1.7 GB/s for 2.6 ms. wrk is the bottleneck (it takes 3.8 ms of
+//! CPU per response from sockit, 9.5 ms from nginx), so the throughput does not show the price;
+//! the price of the copies is about 1.8 times nginx's server CPU per byte, which matters only
+//! when many large downloads saturate the server's cores.
 //!
 //! Every path is resolved by [`path`] (decode once, refuse `..`, NUL, backslashes, drive
 //! letters, invalid UTF-8; canonicalize; refuse what lands outside the folder unless symlinks may
