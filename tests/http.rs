@@ -669,6 +669,78 @@ fn symlinks_out_and_dotfiles_need_their_flags() {
     assert_eq!(curl(&[&url(&closed, "/.secret")]).status, 404);
 }
 
+/// What the one-call open (openat2 below the root, no symlinks) must leave to the slow path, and
+/// what it must refuse itself: a FIFO is not waited on (404 at once, and the server goes on), a
+/// symlink inside the folder is followed (to a file, to a folder, to an index.html), a symlink to
+/// a dotfile stays hidden.
+#[test]
+fn special_files_and_symlinks_inside_the_folder() {
+    let fx = fixture();
+    let r = fx.root.path();
+    let fifo = std::ffi::CString::new(r.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path string; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("docs", r.join("docs-link")).unwrap();
+    std::os::unix::fs::symlink(".secret", r.join("to-dotfile")).unwrap();
+    std::os::unix::fs::symlink("site/index.html", r.join("site-index")).unwrap();
+    std::fs::create_dir(r.join("linked-index")).unwrap();
+    std::os::unix::fs::symlink("../site/index.html", r.join("linked-index/index.html")).unwrap();
+    let server = start(&fx, &[]);
+
+    let t = Instant::now();
+    assert_eq!(curl(&[&url(&server, "/pipe")]).status, 404);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the FIFO was waited on"
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/hello.txt")]).text(),
+        "hello, world\n"
+    );
+    assert_eq!(curl(&[&url(&server, "/inside")]).text(), "hello, world\n");
+    assert_eq!(
+        curl(&[&url(&server, "/docs-link/bbb.txt")]).text(),
+        "bbbbbbbbbb"
+    );
+    assert!(curl(&[&url(&server, "/docs-link/")])
+        .text()
+        .contains(">a.txt</a>"));
+    assert_eq!(
+        curl(&[&url(&server, "/site-index")]).text(),
+        "<h1>site</h1>\n"
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/linked-index/")]).text(),
+        "<h1>site</h1>\n"
+    );
+    assert_eq!(curl(&[&url(&server, "/to-dotfile")]).status, 404);
+    assert_eq!(curl(&[&url(&server, "/escape-dir/secret.txt")]).status, 403);
+    assert_eq!(curl(&[&url(&server, "/hello.txt/x")]).status, 404);
+    assert_eq!(curl(&[&url(&server, "/nope/x")]).status, 404);
+    // The whole folder, a file at the top and a folder's index.html.
+    assert!(curl(&[&url(&server, "/")])
+        .text()
+        .contains(">hello.txt</a>"));
+    assert_eq!(curl(&[&url(&server, "/site/")]).text(), "<h1>site</h1>\n");
+    let page = curl(&[&url(&server, "/")]).text();
+    assert!(!page.contains(">pipe<"), "a FIFO is listed:\n{page}");
+}
+
+/// A client that sends no Accept-Encoding gets the file itself, and no sibling is looked for
+/// (so no `Vary`); one that sends any Accept-Encoding gets `Vary` where siblings exist.
+#[test]
+fn siblings_are_looked_for_only_when_the_client_sends_accept_encoding() {
+    let fx = fixture();
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/pre.js")]);
+    assert_eq!(got.text(), "original\n".repeat(200));
+    assert_eq!(got.header("content-encoding"), None);
+    assert_eq!(got.header("vary"), None);
+    let got = curl(&["-H", "Accept-Encoding: identity", &url(&server, "/pre.js")]);
+    assert_eq!(got.text(), "original\n".repeat(200));
+    assert_eq!(got.header("vary"), Some("Accept-Encoding"));
+}
+
 #[test]
 fn basic_auth_and_its_warning() {
     let fx = fixture();
@@ -965,5 +1037,93 @@ for preface in (False, True):
             l.starts_with("closed"),
             "an HTTP/2 connection stayed open: {out}"
         );
+    }
+}
+
+/// The e2e script and what it needs, or why it cannot run here (as tests/chat_web.rs decides).
+fn e2e_ready() -> Result<std::path::PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Err(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        return Err("node is missing".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err("playwright-core is missing (cd tests/web && npm ci)".into());
+    }
+    Ok(dir)
+}
+
+/// The listing page in headless Chromium (tests/web/http.e2e.mjs): every entry visible, a click
+/// on a folder opens its listing (URL and entries change), its parent link leads back, and both
+/// pages fit a 390 px wide phone screen without a horizontal scroll bar, even with a long name
+/// that has no place to break. Skipped (with a message) where Chromium, node or playwright-core
+/// are missing, but fails under CI, which installs them (.ci/install-deps).
+#[test]
+fn listing_in_a_real_browser() {
+    let dir = match e2e_ready() {
+        Ok(dir) => dir,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(!ci, "the browser test cannot run under CI: {why}");
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let long = format!(
+        "{}.tar.gz",
+        "a_rather_long_file_name_without_any_place_to_break_".repeat(3)
+    );
+    std::fs::write(r.join("readme.txt"), "read me\n").unwrap();
+    std::fs::write(r.join("notes.md"), "# notes\n").unwrap();
+    std::fs::write(r.join("big.bin"), data(3 * 1024 * 1024)).unwrap();
+    std::fs::write(r.join(&long), "x").unwrap();
+    std::fs::create_dir(r.join("photos 2024")).unwrap();
+    std::fs::write(r.join("photos 2024/beach.jpg"), data(2048)).unwrap();
+    std::fs::write(r.join("photos 2024/sunset & sea.png"), data(4096)).unwrap();
+    std::fs::create_dir(r.join("empty")).unwrap();
+    let spec = serde_json::json!({
+        "root": ["photos 2024/", "empty/", "readme.txt", "notes.md", "big.bin", long],
+        "folder": "photos 2024/",
+        "inside": ["beach.jpg", "sunset & sea.png"],
+    })
+    .to_string();
+
+    let served = r.to_str().unwrap();
+    let server = Server::start(&["http", served, "-l", "127.0.0.1:0"]);
+    let base = url(&server, "/");
+    // Screenshots beside the build: target/http-listing*.png.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("http.e2e.mjs"))
+        .arg(&base)
+        .arg(&shots)
+        .arg(&spec);
+    // Bounded: the whole browser session gets two minutes.
+    let ran = run(cmd, b"", Duration::from_secs(120));
+    let out = ran.stdout_text();
+    println!("{out}");
+    assert!(
+        !ran.timed_out && ran.code() == Some(0),
+        "browser test failed ({:?}):\n{out}\n{}\nserver:\n{}",
+        ran.status,
+        ran.stderr,
+        server.stderr()
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    for f in ["http-listing.png", "http-listing-phone.png"] {
+        let png = std::fs::read(shots.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{f} is not a PNG");
     }
 }

@@ -18,28 +18,34 @@
 //! # Large files and sendfile
 //! Bodies go through user space: hyper writes `Bytes` chunks, and there is no way to hand it a
 //! file descriptor, so `sendfile(2)` would mean bypassing hyper for the body (and losing HTTP/2,
-//! TLS, the write deadline and keep-alive bookkeeping). Files are read in 256 KiB chunks on the
-//! blocking pool. Measured (bench/http.sh, 1 GiB file in the page cache, one curl over
-//! loopback, a 2-core machine shared with other builds, so ranges over 3 runs): sockit
-//! 0.83-1.42 GB/s for 0.55-1.22 s of server CPU per GiB; a 4-line Python server that calls
-//! `sendfile(2)` 0.93-1.29 GB/s for 0.34-0.47 s; `python3 -m http.server` (read/write copies)
-//! 0.62-1.16 GB/s for 0.51-0.60 s. The client (curl) is the bottleneck for all three, so the
-//! throughput is the same; the price of the copies is about twice the server CPU per byte of
-//! sendfile, which matters only when many large downloads saturate the server's cores.
+//! TLS, the write deadline and keep-alive bookkeeping). Files are read in 256 KiB chunks by
+//! `body::FileBody`: on the async thread when the page cache holds them (`preadv2(RWF_NOWAIT)`),
+//! on the blocking pool when not, so each chunk is copied twice (page cache to user space, user
+//! space to the socket) where sendfile copies nothing on the server. Measured (bench/http.sh:
+//! wrk -t2 -c64 on a 10 MiB file in the page cache over loopback, a 2-core machine shared with
+//! other builds, median of 3 runs of 10 s): sockit 2.4 GB/s for 4.7 ms of server CPU per
+//! response, nginx with sendfile 1.7 GB/s for 2.6 ms. wrk is the bottleneck (it takes 3.8 ms of
+//! CPU per response from sockit, 9.5 ms from nginx), so the throughput does not show the price;
+//! the price of the copies is about 1.8 times nginx's server CPU per byte, which matters only
+//! when many large downloads saturate the server's cores.
 //!
 //! Every path is resolved by [`path`] (decode once, refuse `..`, NUL, backslashes, drive
 //! letters, invalid UTF-8; canonicalize; refuse what lands outside the folder unless symlinks may
-//! be followed; hide dotfiles). The file system work of a request (resolve, stat, open, read a
-//! small file, list a folder) runs in one blocking task, so a request costs one hop to the pool.
+//! be followed; hide dotfiles), in one `openat2(2)` call when no symlink is on the way. The file
+//! system work of a request (resolve, stat, open, read a small file) runs on the async thread, as
+//! nginx does it in its event loop: a hop to the blocking pool and back cost more than the whole
+//! request (bench/http.sh). Only listings, which read whole folders, go to the pool.
 
+mod body;
 pub mod listing;
 pub mod log;
 pub mod path;
 pub mod range;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fs::File;
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,12 +57,12 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::io::BufReader;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 pub use log::{AccessLog, LogFormat, Record};
-use path::{Policy, Refused, RelPath};
+use path::{Direct, Policy, Refused, RelPath};
 use range::{Condition, Ranges, Validators};
 
 use crate::net::http::{http_refusals, security_headers, ALPN_H2_HTTP1};
@@ -202,11 +208,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             shared: Arc::new(SharedDebug(Shared {
-                policy: Policy {
-                    root,
-                    follow_symlinks: config.follow_symlinks,
-                    hidden: config.hidden,
-                },
+                policy: Policy::new(root, config.follow_symlinks, config.hidden),
                 listing: config.listing,
                 compress: config.compress,
                 compress_min: config.compress_min,
@@ -399,26 +401,38 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     };
     let ask = Ask {
         rel,
-        headers: req.headers().clone(),
-        query: req.uri().query().map(str::to_string),
+        headers: req.headers(),
+        query: req.uri().query(),
         head,
     };
-    let policy = shared.policy.clone();
     let opts = Opts {
         listing: shared.listing,
         compress: shared.compress,
         compress_min: shared.compress_min,
     };
-    let planned = tokio::task::spawn_blocking(move || plan(&policy, opts, ask)).await;
-    let plan = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "request task failed");
-            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    // Resolving, stat-ing, opening and reading a small file run right here on the async thread,
+    // as nginx does them in its event loop: for a file in the page cache they take a few
+    // microseconds, while a hop to the blocking pool and back (two thread wake-ups) cost more
+    // than the whole request and were half the server's CPU at 1 KiB (bench/http.sh). The
+    // price: a file system that stalls (a dead NFS mount) stalls this worker thread too. Only a
+    // listing, which reads a whole folder, goes to the pool.
+    let plan = match plan(&shared.policy, opts, &ask) {
+        Plan::List(list) => {
+            let policy = shared.policy.clone();
+            match tokio::task::spawn_blocking(move || plan_listing(&policy, list)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing task failed");
+                    return error_page(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                }
+            }
         }
+        other => other,
     };
     match plan {
         Plan::Error(status, detail) => error_page(status, detail),
+        // A listing's own plan never asks for another listing.
+        Plan::List(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         Plan::Ready(mut res, body) => {
             let body = match body {
                 Payload::Empty => empty(),
@@ -438,11 +452,21 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// What the blocking part needs of the request.
-struct Ask {
+/// What the file system part needs of the request.
+struct Ask<'a> {
     rel: RelPath,
-    headers: HeaderMap,
-    query: Option<String>,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    head: bool,
+}
+
+/// A folder to list, and how (decided before the listing goes to the blocking pool).
+struct ListAsk {
+    dir: PathBuf,
+    json: bool,
+    sort: listing::Sort,
+    /// The decoded request path, for the title.
+    shown: String,
     head: bool,
 }
 
@@ -453,10 +477,12 @@ struct Opts {
     compress_min: u64,
 }
 
-/// A response decided off the async threads; its body is made on them.
+/// A response decided from the file system; its body is made afterwards.
 enum Plan {
     Error(StatusCode, &'static str),
     Ready(Response<()>, Payload),
+    /// A folder listing, to be read on the blocking pool.
+    List(ListAsk),
 }
 
 enum Payload {
@@ -588,9 +614,9 @@ fn encoded_path(rel: &RelPath) -> String {
     out
 }
 
-/// The blocking part of a request: find the file, apply the conditionals, choose the
+/// The file system part of a request: find the file, apply the conditionals, choose the
 /// representation and the ranges, open and (small files) read.
-fn plan(policy: &Policy, opts: Opts, ask: Ask) -> Plan {
+fn plan(policy: &Policy, opts: Opts, ask: &Ask) -> Plan {
     let found = match path::resolve(policy, &ask.rel) {
         Ok(f) => f,
         Err(Refused::Outside) => {
@@ -603,7 +629,7 @@ fn plan(policy: &Policy, opts: Opts, ask: Ask) -> Plan {
     if found.meta.is_dir() {
         if !ask.rel.trailing_slash && !ask.rel.segments.is_empty() {
             let mut location = encoded_path(&ask.rel);
-            if let Some(q) = &ask.query {
+            if let Some(q) = ask.query {
                 location.push('?');
                 location.push_str(q);
             }
@@ -613,11 +639,32 @@ fn plan(policy: &Policy, opts: Opts, ask: Ask) -> Plan {
             return Plan::Ready(res, Payload::Empty);
         }
         let index = found.path.join("index.html");
-        if let Ok(canonical) = std::fs::canonicalize(&index) {
-            if policy.admits(&canonical).is_ok() {
-                if let Ok(meta) = std::fs::metadata(&canonical) {
-                    if meta.is_file() {
-                        return plan_file(policy, opts, &ask, "index.html", &canonical, meta);
+        let mut rel = ask.rel.segments.join("/");
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str("index.html");
+        match policy.open_direct(&rel) {
+            Direct::Opened(file, meta) if meta.is_file() => {
+                return plan_file(policy, opts, ask, "index.html", &index, meta, Some(file));
+            }
+            Direct::Opened(..) | Direct::NotFound => {}
+            Direct::Fallback => {
+                if let Ok(canonical) = std::fs::canonicalize(&index) {
+                    if policy.admits(&canonical).is_ok() {
+                        if let Ok(meta) = std::fs::metadata(&canonical) {
+                            if meta.is_file() {
+                                return plan_file(
+                                    policy,
+                                    opts,
+                                    ask,
+                                    "index.html",
+                                    &canonical,
+                                    meta,
+                                    None,
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -625,13 +672,24 @@ fn plan(policy: &Policy, opts: Opts, ask: Ask) -> Plan {
         if !opts.listing {
             return Plan::Error(StatusCode::FORBIDDEN, "folder listing is off");
         }
-        return plan_listing(&found.path, policy, &ask);
+        let mut shown = String::from("/");
+        for seg in &ask.rel.segments {
+            shown.push_str(seg);
+            shown.push('/');
+        }
+        return Plan::List(ListAsk {
+            dir: found.path,
+            json: wants_json(ask.headers),
+            sort: listing::Sort::from_query(ask.query),
+            shown,
+            head: ask.head,
+        });
     }
     if ask.rel.trailing_slash {
         return Plan::Error(StatusCode::NOT_FOUND, "nothing here");
     }
-    let name = ask.rel.segments.last().cloned().unwrap_or_default();
-    plan_file(policy, opts, &ask, &name, &found.path, found.meta)
+    let name = ask.rel.segments.last().map_or("", String::as_str);
+    plan_file(policy, opts, ask, name, &found.path, found.meta, found.file)
 }
 
 fn wants_json(h: &HeaderMap) -> bool {
@@ -645,36 +703,30 @@ fn wants_json(h: &HeaderMap) -> bool {
     })
 }
 
-fn plan_listing(dir: &Path, policy: &Policy, ask: &Ask) -> Plan {
-    let mut entries = match listing::read(dir, policy) {
+fn plan_listing(policy: &Policy, ask: ListAsk) -> Plan {
+    let mut entries = match listing::read(&ask.dir, policy) {
         Ok(e) => e,
         Err(e) => {
-            tracing::info!(dir = %dir.display(), error = %e, "cannot list");
+            tracing::info!(dir = %ask.dir.display(), error = %e, "cannot list");
             return Plan::Error(StatusCode::FORBIDDEN, "this folder cannot be read");
         }
     };
-    let sort = listing::Sort::from_query(ask.query.as_deref());
-    listing::sort(&mut entries, sort);
+    listing::sort(&mut entries, ask.sort);
     let mut res = Response::new(());
     let h = res.headers_mut();
-    let body = if wants_json(&ask.headers) {
+    let body = if ask.json {
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         listing::json(&entries)
     } else {
-        let mut shown = String::from("/");
-        for seg in &ask.rel.segments {
-            shown.push_str(seg);
-            shown.push('/');
-        }
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         security_headers(h, listing::LISTING_CSP);
-        listing::html(&shown, &entries, sort).into_bytes()
+        listing::html(&ask.shown, &entries, ask.sort).into_bytes()
     };
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -723,24 +775,35 @@ fn precompressed(policy: &Policy, path: &Path, accepts: &[Encoding]) -> (Option<
     (None, any)
 }
 
-/// Serves the file at `path` (canonical) asked for as `name`: the type follows the name asked
-/// for, as in nginx, so a symlink `page.html -> v2.txt` is still HTML.
+/// Serves the file at `path` (canonical; `opened` if the lookup opened it already) asked for as
+/// `name`: the type follows the name asked for, as in nginx, so a symlink `page.html -> v2.txt`
+/// is still HTML.
+#[allow(clippy::too_many_arguments)]
 fn plan_file(
     policy: &Policy,
     opts: Opts,
-    ask: &Ask,
+    ask: &Ask<'_>,
     name: &str,
     path: &Path,
     meta: std::fs::Metadata,
+    opened: Option<File>,
 ) -> Plan {
-    let h = &ask.headers;
+    let h = ask.headers;
     let mime = content_type(Path::new(name));
     let accepts = accepted(h);
     let text = compressible(&mime);
     // Which representation: a precompressed sibling, the file compressed now, or the file.
-    let (sibling, has_siblings) = precompressed(policy, path, &accepts);
-    let (serve_path, meta, coding, on_the_fly) = match sibling {
-        Some((enc, p, m)) => (p, m, Some(enc), false),
+    // A client that sends no Accept-Encoding at all gets the file without a look for siblings
+    // (three lookups that were a fifth of a small request's system calls), as with nginx's
+    // gzip_static; its answer then carries no `Vary: Accept-Encoding`, which is harmless: the
+    // plain file is what every client accepts.
+    let (sibling, has_siblings) = if h.contains_key(header::ACCEPT_ENCODING) {
+        precompressed(policy, path, &accepts)
+    } else {
+        (None, false)
+    };
+    let (serve_path, meta, coding, on_the_fly, opened) = match sibling {
+        Some((enc, p, m)) => (Cow::Owned(p), m, Some(enc), false, None),
         None => {
             let fly = opts.compress
                 && text
@@ -748,7 +811,7 @@ fn plan_file(
                 && !accepts.is_empty()
                 && h.get(header::RANGE).is_none();
             let enc = if fly { accepts.first().copied() } else { None };
-            (path.to_path_buf(), meta, enc, enc.is_some())
+            (Cow::Borrowed(path), meta, enc, enc.is_some(), opened)
         }
     };
     let len = meta.len();
@@ -785,7 +848,11 @@ fn plan_file(
     if let Some(e) = coding {
         set(rh, header::CONTENT_ENCODING, e.token());
     }
-    let mut file = match File::open(&serve_path) {
+    let opened = match opened {
+        Some(f) => Ok(f),
+        None => File::open(&serve_path),
+    };
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) => {
             tracing::info!(path = %serve_path.display(), error = %e, "cannot open");
@@ -925,32 +992,18 @@ fn boundary(etag: &str) -> String {
     format!("sockit-{}", hex::encode(&digest[..16]))
 }
 
-/// `len` bytes of `file` from `start`, read in chunks on the blocking pool.
-fn file_stream(
-    file: File,
-    start: u64,
-    len: u64,
-) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
-    stream::once(async move {
-        let mut f = tokio::fs::File::from_std(file);
-        f.set_max_buf_size(CHUNK);
-        if start > 0 {
-            f.seek(SeekFrom::Start(start)).await?;
-        }
-        Ok::<_, io::Error>(ReaderStream::with_capacity(f.take(len), CHUNK))
-    })
-    .try_flatten()
-}
-
 fn file_body(file: File, start: u64, len: u64) -> Body {
-    StreamBody::new(file_stream(file, start, len).map_ok(Frame::data)).boxed_unsync()
+    body::FileBody::new(Arc::new(file), start, len, CHUNK).boxed_unsync()
 }
 
 fn multipart_body(parts: Vec<(Bytes, File, u64, u64)>, end: Bytes) -> Body {
     let body = stream::iter(parts)
         .flat_map(|(head, file, start, len)| {
-            stream::once(async move { Ok::<_, io::Error>(head) })
-                .chain(file_stream(file, start, len))
+            let part = body::FileBody::new(Arc::new(file), start, len, CHUNK);
+            stream::once(async move { Ok::<_, io::Error>(head) }).chain(
+                http_body_util::BodyStream::new(part)
+                    .map_ok(|frame| frame.into_data().unwrap_or_default()),
+            )
         })
         .chain(stream::once(async move { Ok(end) }));
     StreamBody::new(body.map_ok(Frame::data)).boxed_unsync()
