@@ -1148,7 +1148,7 @@ fn http_clients(addr: &str) {
     for _ in 0..50 {
         if let Ok(mut s) = TcpStream::connect(addr) {
             let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
             let mut buf = [0u8; 4096];
             while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         }

@@ -642,10 +642,13 @@ fn traversal_payloads_are_refused_and_nothing_outside_is_read() {
     // The control: the same server serves what is inside.
     let ok = raw_exchange(
         server.addr(),
-        b"GET /docs/../hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /docs/../hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     );
     assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 400"));
-    let ok = raw_exchange(server.addr(), b"GET /inside HTTP/1.1\r\nHost: x\r\n\r\n");
+    let ok = raw_exchange(
+        server.addr(),
+        b"GET /inside HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
     assert!(String::from_utf8_lossy(&ok).ends_with("hello, world\n"));
     eprintln!("{}", report.join("\n"));
 }
@@ -880,7 +883,7 @@ fn oversized_heads_get_431() {
     let fx = fixture();
     let server = start(&fx, &["--max-header-size", "8192"]);
     let req = format!(
-        "GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(10_000)
     );
     let answer = raw_exchange(server.addr(), req.as_bytes());
@@ -889,7 +892,10 @@ fn oversized_heads_get_431() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    let ok = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    let ok = raw_exchange(
+        server.addr(),
+        b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
     assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200"));
 }
 
@@ -902,7 +908,7 @@ fn slowloris_connections_are_cut_and_do_not_stop_service() {
     let mut slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr()).unwrap();
-            s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                 .unwrap();
             s
         })
@@ -937,7 +943,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let fx = fixture();
     let server = start(&fx, &["--header-timeout", "1s"]);
     let mut s = TcpStream::connect(server.addr()).unwrap();
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut all = Vec::new();
@@ -961,11 +967,14 @@ fn a_client_that_never_reads_loses_its_slot_after_the_write_timeout() {
     std::fs::write(fx.root.path().join("huge.bin"), data(16 << 20)).unwrap();
     let server = start(&fx, &["--max-conns", "1", "--write-timeout", "2s"]);
     let mut hog = TcpStream::connect(server.addr()).unwrap();
-    hog.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    hog.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     thread::sleep(Duration::from_millis(300));
     // The one slot is taken: a second client is told the server is full.
-    let busy = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    let busy = raw_exchange(
+        server.addr(),
+        b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
     assert!(
         String::from_utf8_lossy(&busy).starts_with("HTTP/1.1 503"),
         "{}",
@@ -974,7 +983,10 @@ fn a_client_that_never_reads_loses_its_slot_after_the_write_timeout() {
     // Bounded: the timeout is 2 s; give it 10.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = raw_exchange(server.addr(), b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        let answer = raw_exchange(
+            server.addr(),
+            b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        );
         if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200") {
             break;
         }
@@ -1126,4 +1138,41 @@ fn listing_in_a_real_browser() {
         let png = std::fs::read(shots.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(png.starts_with(b"\x89PNG"), "{f} is not a PNG");
     }
+}
+
+/// DNS rebinding: a page whose name is made to resolve to 127.0.0.1 sends its own name as Host.
+/// Only Hosts that name the listener are served: its IP, localhost (it is on loopback) and the
+/// names given with --web-host; anything else gets 421 and nothing from the folder.
+#[test]
+fn only_hosts_that_name_the_listener_are_served() {
+    let fx = fixture();
+    let server = start(&fx, &["--web-host", "files.example"]);
+    let port = server.addr().port();
+    let ask = |host: &str| {
+        let req = format!("GET /hello.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        String::from_utf8_lossy(&raw_exchange(server.addr(), req.as_bytes())).into_owned()
+    };
+    for good in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_string(),
+        "files.example".to_string(),
+    ] {
+        let got = ask(&good);
+        assert!(got.starts_with("HTTP/1.1 200"), "{good}: {got}");
+    }
+    for evil in [
+        "evil.example",
+        "127.0.0.1.nip.io",
+        "[::1]",
+        "files.example.evil",
+    ] {
+        let got = ask(evil);
+        assert!(got.starts_with("HTTP/1.1 421"), "{evil}: {got}");
+        assert!(!got.contains("hello"), "{evil}: the file was served: {got}");
+    }
+    // The absolute form names the host too (and wins over the header).
+    let req = b"GET http://evil.example/hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let got = String::from_utf8_lossy(&raw_exchange(server.addr(), req)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 421"), "{got}");
 }

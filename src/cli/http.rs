@@ -59,6 +59,13 @@ pub struct HttpArgs {
     )]
     pub auth: Option<String>,
 
+    /// Also answer to this host name (repeatable, or a comma list). Only a Host naming the
+    /// listener is served (its IP address, any IP when bound to 0.0.0.0 or [::], localhost on
+    /// loopback, and these names); any other gets 421, so a web page whose name is made to resolve
+    /// to this machine (DNS rebinding) cannot read the folder
+    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = sockit::net::parse_host_name)]
+    pub web_host: Vec<String>,
+
     /// A request head must arrive within this (slowloris); also how long an idle keep-alive
     /// connection is kept
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
@@ -118,6 +125,7 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     config.compress = args.compress;
     config.compress_min = args.compress_min;
     config.auth = args.auth;
+    config.hosts = args.web_host;
     // Through the binary's one stderr writer, which never blocks on a pipe nobody reads.
     config.access_log = (!args.no_access_log).then(|| AccessLog::to_sink(format, log::raw));
     config.http = HttpOptions {

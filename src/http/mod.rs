@@ -100,6 +100,9 @@ pub struct HttpConfig {
     pub compress_min: u64,
     /// Basic auth, `user:pass`.
     pub auth: Option<String>,
+    /// Host names served besides the listener's own (`--web-host`); any other `Host` gets 421,
+    /// so a page whose name is rebound to this machine cannot read the folder (DNS rebinding).
+    pub hosts: Vec<String>,
     /// Access log, if any.
     pub access_log: Option<AccessLog>,
     /// Header timeout, head size, write timeout.
@@ -120,6 +123,7 @@ impl HttpConfig {
             compress: false,
             compress_min: DEFAULT_COMPRESS_MIN,
             auth: None,
+            hosts: Vec::new(),
             access_log: None,
             http: HttpOptions::default(),
             server: ServerOptions::default(),
@@ -135,6 +139,8 @@ struct Shared {
     compress_min: u64,
     /// `Basic <base64(user:pass)>`'s token, compared in constant time.
     auth: Option<Vec<u8>>,
+    /// Which `Host` values name this server.
+    hosts: net::HostPolicy,
     log: Option<AccessLog>,
 }
 
@@ -205,6 +211,7 @@ impl HttpServer {
         }
         http_refusals(&mut server);
         let listener = Listener::bind(&config.endpoint).await?;
+        let hosts = net::HostPolicy::new(&listener.local_addr(), &config.hosts);
         Ok(HttpServer {
             listener,
             shared: Arc::new(SharedDebug(Shared {
@@ -213,6 +220,7 @@ impl HttpServer {
                 compress: config.compress,
                 compress_min: config.compress_min,
                 auth,
+                hosts,
                 log: config.access_log,
             })),
             http: config.http,
@@ -365,6 +373,10 @@ fn error_page(status: StatusCode, detail: &str) -> Response<Body> {
 }
 
 async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    if let Err(refused) = shared.hosts.check_request(req.uri(), req.headers()) {
+        tracing::info!(path = req.uri().path(), "request refused: {}", refused.0);
+        return error_page(StatusCode::MISDIRECTED_REQUEST, &refused.0);
+    }
     if let Some(expected) = &shared.auth {
         if !authorized(req.headers(), expected) {
             let mut res = error_page(

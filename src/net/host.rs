@@ -169,6 +169,28 @@ impl HostPolicy {
     }
 }
 
+impl HostPolicy {
+    /// Checks a request head: more than one `Host` is refused, and an absolute-form target
+    /// (`GET http://host/ HTTP/1.1`, and HTTP/2's `:authority`) names the host itself, when the
+    /// Host header is to be ignored (RFC 9112, 3.2.2).
+    pub fn check_request(
+        &self,
+        uri: &hyper::Uri,
+        headers: &hyper::HeaderMap,
+    ) -> Result<(), Refused> {
+        let mut values = headers.get_all(hyper::header::HOST).iter();
+        let (first, second) = (values.next(), values.next());
+        if second.is_some() {
+            return Err(Refused("more than one Host header".into()));
+        }
+        let host = match uri.authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => first.map(|v| v.to_str().unwrap_or("\u{FFFD}")),
+        };
+        self.check(host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

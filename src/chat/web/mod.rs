@@ -153,18 +153,10 @@ fn routes(hosts: Arc<HostPolicy>) -> Router<AppState> {
 /// Serves only requests whose `Host` names this listener (see [`host`]); 421 Misdirected Request
 /// otherwise, the status for "not a name this server answers to".
 async fn check_host(State(hosts): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
-    let mut values = req.headers().get_all(header::HOST).iter();
-    let (first, second) = (values.next(), values.next());
-    if second.is_some() {
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return (StatusCode::BAD_REQUEST, "more than one Host header\n").into_response();
     }
-    // An absolute-form target (`GET http://host/ HTTP/1.1`) names the host itself, and then the
-    // Host header is to be ignored (RFC 9112, 3.2.2).
-    let host = match req.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => first.map(|v| v.to_str().unwrap_or("\u{FFFD}")),
-    };
-    if let Err(refused) = hosts.check(host) {
+    if let Err(refused) = hosts.check_request(req.uri(), req.headers()) {
         tracing::info!(path = req.uri().path(), "request refused: {}", refused.0);
         let mut res = (StatusCode::MISDIRECTED_REQUEST, format!("{}\n", refused.0)).into_response();
         res.headers_mut().insert(
