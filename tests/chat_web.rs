@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -426,36 +426,10 @@ async fn page_and_socket_over_tls() {
     panic!("no join over wss");
 }
 
-/// The e2e script and what it needs, or why it cannot run here.
-fn e2e_ready() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Err(format!("{chromium} is missing (apt-get install chromium)"));
-    }
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node {
-        return Err("node is missing".into());
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Err("playwright-core is missing (cd tests/web && npm ci)".into());
-    }
-    Ok(dir)
-}
-
 #[test]
 fn chat_in_a_real_browser() {
-    let dir = match e2e_ready() {
-        Ok(dir) => dir,
-        Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!ci, "the browser test cannot run under CI: {why}");
-            eprintln!("skipping the browser test: {why}");
-            return;
-        }
+    let Some(dir) = common::browser_e2e_dir() else {
+        return;
     };
     let tcp = format!("127.0.0.1:{}", free_port());
     let web = format!("127.0.0.1:{}", free_port());

@@ -1052,26 +1052,6 @@ for preface in (False, True):
     }
 }
 
-/// The e2e script and what it needs, or why it cannot run here (as tests/chat_web.rs decides).
-fn e2e_ready() -> Result<std::path::PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Err(format!("{chromium} is missing (apt-get install chromium)"));
-    }
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node {
-        return Err("node is missing".into());
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Err("playwright-core is missing (cd tests/web && npm ci)".into());
-    }
-    Ok(dir)
-}
-
 /// The listing page in headless Chromium (tests/web/http.e2e.mjs): every entry visible, a click
 /// on a folder opens its listing (URL and entries change), its parent link leads back, and both
 /// pages fit a 390 px wide phone screen without a horizontal scroll bar, even with a long name
@@ -1079,14 +1059,8 @@ fn e2e_ready() -> Result<std::path::PathBuf, String> {
 /// are missing, but fails under CI, which installs them (.ci/install-deps).
 #[test]
 fn listing_in_a_real_browser() {
-    let dir = match e2e_ready() {
-        Ok(dir) => dir,
-        Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!ci, "the browser test cannot run under CI: {why}");
-            eprintln!("skipping the browser test: {why}");
-            return;
-        }
+    let Some(dir) = common::browser_e2e_dir() else {
+        return;
     };
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

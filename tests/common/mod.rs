@@ -352,3 +352,36 @@ pub fn raise_nofile(want: libc::rlim_t) -> libc::rlim_t {
     }
     lim.rlim_cur
 }
+
+/// The folder of the browser tests (tests/web, with playwright-core installed) if Chromium, node
+/// and the driver are all here; otherwise says why and returns `None`, or fails under CI, which
+/// installs them (.ci/install-deps).
+pub fn browser_e2e_dir() -> Option<std::path::PathBuf> {
+    let why = || -> Result<std::path::PathBuf, String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if !std::path::Path::new(&chromium).exists() {
+            return Err(format!("{chromium} is missing (apt-get install chromium)"));
+        }
+        let node = Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !node {
+            return Err("node is missing".into());
+        }
+        if !dir.join("node_modules/playwright-core").exists() {
+            return Err("playwright-core is missing (cd tests/web && npm ci)".into());
+        }
+        Ok(dir)
+    };
+    match why() {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(!ci, "the browser test cannot run under CI: {why}");
+            eprintln!("skipping the browser test: {why}");
+            None
+        }
+    }
+}
