@@ -37,20 +37,9 @@ pub enum LineError {
     Io(#[from] std::io::Error),
 }
 
-// Telnet (RFC 854) command bytes.
-const IAC: u8 = 255;
-const DONT: u8 = 254;
-const DO: u8 = 253;
-const WONT: u8 = 252;
-const WILL: u8 = 251;
-const SB: u8 = 250;
-const EL: u8 = 248;
-const EC: u8 = 247;
-const IP: u8 = 244;
-const SE: u8 = 240;
-/// The timing-mark option (RFC 860): telnet sends `IAC IP IAC DO TIMING-MARK` for Ctrl-C and shows
-/// nothing more until it is answered.
-const TIMING_MARK: u8 = 6;
+// Telnet's bytes. TIMING-MARK: telnet sends `IAC IP IAC DO TIMING-MARK` for Ctrl-C and shows
+// nothing more until it is answered.
+use crate::net::telnet::{DO, DONT, EC, EL, IAC, IP, SB, SE, TIMING_MARK, WILL, WONT};
 
 const BS: u8 = 0x08;
 const DEL: u8 = 0x7f;

@@ -36,6 +36,7 @@ mod sendq;
 mod server;
 mod shutdown;
 mod stream;
+pub mod telnet;
 pub mod tls;
 mod udp;
 

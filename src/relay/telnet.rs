@@ -5,13 +5,7 @@
 //! negotiation bytes are kept out of what is printed, anywhere in the stream and split across
 //! reads; an escaped `IAC IAC` is the data byte 255.
 
-const IAC: u8 = 255;
-const DONT: u8 = 254;
-const DO: u8 = 253;
-const WONT: u8 = 252;
-const WILL: u8 = 251;
-const SB: u8 = 250;
-const SE: u8 = 240;
+use crate::net::telnet::{DO, DONT, IAC, SB, SE, WILL, WONT};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
