@@ -9,6 +9,7 @@
 
 pub mod client;
 mod command;
+mod driver;
 pub mod event;
 pub mod hub;
 mod line;

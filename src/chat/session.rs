@@ -20,13 +20,45 @@ use super::rate::ReplyBudget;
 use super::wire::{Format, Hello};
 use super::ChatSettings;
 use crate::net::{PeerAddr, RateLimit};
-/// Why a session ended, as told to the room.
-#[derive(Debug)]
+/// Why a session ended. The room is told [`End::reason`]; a WebSocket picks its close code
+/// from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
+    /// The client said `/quit`, with this reason.
     Quit(String),
+    /// The client went away (or its writer failed).
     Closed,
-    Error(&'static str),
+    /// The server is stopping.
     Shutdown,
+    /// Nothing from the client for `--idle-timeout`.
+    Idle,
+    /// Its send queue overflowed: it did not read what it was sent.
+    Overflowed,
+    /// More than the flood cutoff without a line end (or in one message).
+    Flooded,
+    /// A text message that is not UTF-8.
+    BadUtf8,
+    /// Framing that breaks the transport's protocol.
+    Protocol,
+    /// The hub's sequencer failed while the server was not stopping.
+    Unavailable,
+}
+
+impl End {
+    /// What the client's room is told (in its leave notice).
+    pub fn reason(&self) -> String {
+        match self {
+            End::Quit(r) => r.clone(),
+            End::Closed => String::new(),
+            End::Shutdown => "server shutting down".into(),
+            End::Idle => "idle timeout".into(),
+            End::Overflowed => "could not keep up (send queue full)".into(),
+            End::Flooded => "flooded".into(),
+            End::BadUtf8 => "invalid UTF-8".into(),
+            End::Protocol => "protocol error".into(),
+            End::Unavailable => "the chat service is unavailable".into(),
+        }
+    }
 }
 
 /// One client of the hub, whatever its transport: its nick, room, rate limit, and commands.
@@ -122,12 +154,7 @@ impl Session {
                 None,
             );
         }
-        let reason = match &end {
-            End::Quit(r) => r.clone(),
-            End::Closed => String::new(),
-            End::Error(r) => (*r).to_string(),
-            End::Shutdown => "server shutting down".into(),
-        };
+        let reason = end.reason();
         if let Some((nick, Some(room))) = self.hub.remove(self.id) {
             let leave = Event::new(Kind::Leave, Some(room), nick, reason);
             let _ = self
@@ -152,7 +179,7 @@ impl Session {
         if shutting_down {
             End::Shutdown
         } else {
-            End::Error("the chat service is unavailable")
+            End::Unavailable
         }
     }
 
@@ -182,13 +209,10 @@ impl Session {
     }
 
     /// Moves the client to `room`; the room it leaves is told `why` (else where it went).
+    ///
+    /// It waits (for reply budget, for its delivery): the session driver runs it beside the
+    /// server stopping and the client being dropped.
     async fn join(&mut self, room: &str, why: Option<String>) -> Result<(), HubClosed> {
-        // Boxed: a join waits (for reply budget, for its delivery), and the state of those waits
-        // would otherwise be part of every connection's task, idle ones included.
-        Box::pin(self.join_now(room, why)).await
-    }
-
-    async fn join_now(&mut self, room: &str, why: Option<String>) -> Result<(), HubClosed> {
         let room: Arc<str> = Arc::from(room);
         if self.room.as_deref() == Some(&*room) {
             self.reply(
@@ -336,20 +360,8 @@ impl Session {
                     None,
                 );
             }
-            let ended = self.outbox.ended().clone();
-            let bucket = &mut self.bucket;
-            // Boxed, as `join`: the wait's state is only allocated by a client being slowed.
-            let gone = Box::pin(async move {
-                tokio::select! {
-                    _ = bucket.take() => false,
-                    // Dropped meanwhile (it stopped reading its output): nothing left to do.
-                    _ = ended.cancelled() => true,
-                }
-            })
-            .await;
-            if gone {
-                return Ok(None);
-            }
+            // The driver drops this wait if the client is dropped or the server stops meanwhile.
+            self.bucket.take().await;
         }
         match Command::parse(&text) {
             Command::Say(t) => self.say(Kind::Message, t).await?,
@@ -383,7 +395,7 @@ impl Session {
             Command::Msg(to, text) => self.private(to, text).await?,
             Command::History(n) => {
                 let n = n.unwrap_or(self.cfg.replay.max(1));
-                Box::pin(self.history(n)).await
+                self.history(n).await
             }
             Command::Help => {
                 for line in HELP {

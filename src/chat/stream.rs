@@ -12,15 +12,20 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use std::pin::Pin;
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Sleep;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
+use super::driver::{self, Input, Link, Transport};
 use super::hub::ChatHub;
-use super::line::{Input, LineDecoder, LineError};
-use super::outbox::{OutItem, Outbox, State};
-use super::session::{End, Session};
+use super::line::{Input as Decoded, LineDecoder, LineError};
+use super::outbox::{Outbox, State};
+use super::session::End;
+use super::wire::Format;
 use super::ChatSettings;
-use crate::net::{Conn, IdleTimer, Stream};
+use crate::net::{Conn, Stream};
 
 /// How long a new client has to send a JSON hello before it is treated as a plain client and put
 /// in the default room.
@@ -87,107 +92,110 @@ pub async fn run(conn: Conn, hub: ChatHub, cfg: Arc<ChatSettings>) {
         idle_timeout,
     } = conn;
     let (reader, writer) = tokio::io::split(stream);
-    let (mut s, outbox) = Session::open(hub, cfg.clone(), cfg.format, &peer);
-    tracing::debug!(%peer, nick = s.nick(), "chat client connected");
-    let writer = tokio::spawn(write_loop(writer, outbox.clone(), cfg.clone()));
-
     let mut decoder = LineDecoder::new(cfg.max_line, cfg.flood_cutoff());
     decoder.set_format(cfg.format);
-    let mut lines = FramedRead::with_capacity(reader, decoder, READ_BUF);
-    let mut idle = IdleTimer::new(idle_timeout);
-    let stopped = shutdown.cancelled();
-    let ended = outbox.ended().clone();
-    let kicked = ended.cancelled();
-    let negotiate = tokio::time::sleep(NEGOTIATE);
-    let pause = tokio::time::sleep(Duration::from_secs(86_400));
-    tokio::pin!(stopped, kicked, negotiate, pause);
-    let mut pause_armed = false;
-
-    let end = loop {
-        let line = tokio::select! {
-            biased;
-            _ = &mut stopped => break End::Shutdown,
-            _ = &mut kicked => match outbox.state() {
-                State::Overflowed => break End::Error("could not keep up (send queue full)"),
-                _ => break End::Closed,
-            },
-            _ = &mut negotiate, if !s.in_room() => {
-                if s.enter_default().await.is_err() {
-                    break Session::hub_gone(shutdown.is_cancelled());
-                }
-                continue;
-            }
-            _ = &mut pause, if pause_armed => {
-                pause_armed = false;
-                let mut buf = std::mem::take(lines.read_buffer_mut());
-                let partial = lines.decoder_mut().take_partial(&mut buf);
-                *lines.read_buffer_mut() = buf;
-                match partial {
-                    Some(Input::Line(line)) => line,
-                    Some(Input::TooLong) => {
-                        s.error(&format!(
-                            "line too long (the limit is {} bytes); it was not sent",
-                            cfg.max_line
-                        ));
-                        continue;
-                    }
-                    _ => continue,
-                }
-            }
-            _ = &mut idle => {
-                s.error("disconnected: idle for too long");
-                break End::Error("idle timeout");
-            }
-            input = lines.next() => match input {
-                None => break End::Closed,
-                Some(Err(LineError::Flood)) => {
-                    s.error(&format!(
-                        "disconnected: more than {} bytes without a newline",
-                        cfg.flood_cutoff()
-                    ));
-                    break End::Error("flooded");
-                }
-                Some(Err(LineError::Io(e))) => {
-                    tracing::debug!(%peer, error = %e, "read failed");
-                    break End::Closed;
-                }
-                Some(Ok(Input::TooLong)) => {
-                    idle.touch();
-                    pause_armed = false;
-                    s.error(&format!("line too long (the limit is {} bytes); it was not sent", cfg.max_line));
-                    continue;
-                }
-                Some(Ok(Input::Answer(telnet))) => {
-                    outbox.push(OutItem::Raw(telnet));
-                    continue;
-                }
-                Some(Ok(Input::Partial)) => {
-                    idle.touch();
-                    pause.as_mut().reset(tokio::time::Instant::now() + cfg.line_pause);
-                    pause_armed = true;
-                    continue;
-                }
-                Some(Ok(Input::Line(line))) => {
-                    idle.touch();
-                    pause_armed = false;
-                    line
-                }
-            },
-        };
-        let handled = s.handle(&line).await;
-        // The first line may have switched the client to JSON, where DEL is text.
-        lines.decoder_mut().set_format(outbox.format());
-        match handled {
-            Ok(None) => {}
-            Ok(Some(end)) => break end,
-            Err(_) => break Session::hub_gone(shutdown.is_cancelled()),
-        }
+    let lines = Lines {
+        lines: FramedRead::with_capacity(reader, decoder, READ_BUF),
+        pause: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        pause_armed: false,
+        cfg: cfg.clone(),
     };
+    let link = Link {
+        peer,
+        shutdown,
+        // A TCP connection's task is dropped when the drain ends; nothing else cuts it.
+        gone: CancellationToken::new(),
+        idle_timeout,
+        negotiate: NEGOTIATE,
+        format: cfg.format,
+    };
+    let write_cfg = cfg.clone();
+    driver::run(hub, cfg, link, lines, move |outbox| {
+        write_loop(writer, outbox, write_cfg)
+    })
+    .await;
+}
 
-    let nick = s.nick().to_string();
-    s.close(end).await;
-    let _ = writer.await;
-    tracing::debug!(%peer, %nick, "chat client left");
+/// The line protocol's framing: bounded lines from the socket, telnet's answers, and the pause
+/// rule for the tutorial clients that never send a newline.
+struct Lines {
+    lines: FramedRead<ReadHalf<Stream>, LineDecoder>,
+    /// When unterminated input becomes a line (`--line-pause` after it stopped arriving).
+    pause: Pin<Box<Sleep>>,
+    pause_armed: bool,
+    cfg: Arc<ChatSettings>,
+}
+
+impl Lines {
+    fn too_long(&self) -> Input {
+        Input::Refused(format!(
+            "line too long (the limit is {} bytes); it was not sent",
+            self.cfg.max_line
+        ))
+    }
+
+    /// The unterminated input, taken as a line once the pause has passed.
+    fn paused(&mut self) -> Input {
+        self.pause_armed = false;
+        let mut buf = std::mem::take(self.lines.read_buffer_mut());
+        let partial = self.lines.decoder_mut().take_partial(&mut buf);
+        *self.lines.read_buffer_mut() = buf;
+        match partial {
+            Some(Decoded::Line(line)) => Input::Line(line.into()),
+            Some(Decoded::TooLong) => self.too_long(),
+            _ => Input::Nothing,
+        }
+    }
+}
+
+impl Transport for Lines {
+    async fn next(&mut self) -> Input {
+        let input = tokio::select! {
+            biased;
+            _ = &mut self.pause, if self.pause_armed => return self.paused(),
+            input = self.lines.next() => input,
+        };
+        match input {
+            None => Input::End {
+                end: End::Closed,
+                tell: None,
+            },
+            Some(Err(LineError::Flood)) => Input::End {
+                end: End::Flooded,
+                tell: Some(format!(
+                    "disconnected: more than {} bytes without a newline",
+                    self.cfg.flood_cutoff()
+                )),
+            },
+            Some(Err(LineError::Io(e))) => {
+                tracing::debug!(error = %e, "read failed");
+                Input::End {
+                    end: End::Closed,
+                    tell: None,
+                }
+            }
+            Some(Ok(Decoded::TooLong)) => {
+                self.pause_armed = false;
+                self.too_long()
+            }
+            Some(Ok(Decoded::Answer(telnet))) => Input::Answer(telnet),
+            Some(Ok(Decoded::Partial)) => {
+                let at = tokio::time::Instant::now() + self.cfg.line_pause;
+                self.pause.as_mut().reset(at);
+                self.pause_armed = true;
+                Input::Activity
+            }
+            Some(Ok(Decoded::Line(line))) => {
+                self.pause_armed = false;
+                Input::Line(line.into())
+            }
+        }
+    }
+
+    fn handled(&mut self, format: Format) {
+        // The first line may have switched the client to JSON, where DEL is text.
+        self.lines.decoder_mut().set_format(format);
+    }
 }
 
 /// Sends whatever the outbox holds, all of it in one (vectored) write, until the session ends or

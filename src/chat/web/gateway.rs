@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures::stream::SplitSink;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::driver::{self, Input, Transport};
 use crate::chat::hub::ChatHub;
 use crate::chat::outbox::{Outbox, State};
-use crate::chat::session::{End, Session};
+use crate::chat::session::End;
 use crate::chat::wire::Format;
 use crate::chat::ChatSettings;
-use crate::net::{IdleTimer, PeerAddr};
+use crate::net::PeerAddr;
 
 /// A browser sends its hello as soon as the socket opens; a client that says nothing for this
 /// long is put in the default room as a guest, as a plain TCP client would be.
@@ -60,107 +61,104 @@ fn close_frame(code: u16, reason: &str) -> CloseFrame {
 /// Runs one browser's chat session until it quits, drops, idles out, falls behind, or the server
 /// stops.
 pub async fn run(socket: WebSocket, hub: ChatHub, cfg: Arc<ChatSettings>, link: Link) {
-    let (sink, mut stream) = socket.split();
-    let (mut s, outbox) = Session::open(hub, cfg.clone(), Format::Json, &link.peer);
-    tracing::debug!(peer = %link.peer, nick = s.nick(), "web chat client connected");
+    let (sink, stream) = socket.split();
     // The close frame the writer ends with, decided by whatever ends the session.
     let close = Arc::new(Mutex::new(None));
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), cfg.clone(), close.clone()));
-
-    let mut idle = IdleTimer::new(link.idle_timeout);
-    let ended = outbox.ended().clone();
-    let stopped = link.shutdown.cancelled();
-    let gone = link.gone.cancelled();
-    let kicked = ended.cancelled();
-    let negotiate = tokio::time::sleep(NEGOTIATE);
-    tokio::pin!(stopped, gone, kicked, negotiate);
-
-    let (end, frame) = loop {
-        let text = tokio::select! {
-            biased;
-            _ = &mut stopped => {
-                break (End::Shutdown, close_frame(CLOSE_GOING_AWAY, "server shutting down"))
-            }
-            _ = &mut gone => {
-                break (End::Shutdown, close_frame(CLOSE_GOING_AWAY, "server shutting down"))
-            }
-            _ = &mut kicked => match outbox.state() {
-                State::Overflowed => break (
-                    End::Error("could not keep up (send queue full)"),
-                    close_frame(CLOSE_POLICY, "send queue full"),
-                ),
-                _ => break (End::Closed, close_frame(CLOSE_NORMAL, "")),
-            },
-            _ = &mut negotiate, if !s.in_room() => {
-                if s.enter_default().await.is_err() {
-                    break hub_gone(&link);
-                }
-                continue;
-            }
-            _ = &mut idle => {
-                s.error("disconnected: idle for too long");
-                break (End::Error("idle timeout"), close_frame(CLOSE_IDLE, "idle timeout"));
-            }
-            msg = stream.next() => match msg {
-                None | Some(Ok(Message::Close(_))) => break (End::Closed, close_frame(CLOSE_NORMAL, "")),
-                Some(Err(e)) => match ws_error(e) {
-                    WsError::TooBig => {
-                        s.error(&format!(
-                            "disconnected: a message of more than {} bytes",
-                            cfg.flood_cutoff()
-                        ));
-                        break (End::Error("flooded"), close_frame(CLOSE_TOO_BIG, "message too big"));
-                    }
-                    WsError::BadUtf8 => {
-                        break (End::Error("invalid UTF-8"), close_frame(CLOSE_BAD_DATA, "invalid UTF-8 in a text message"));
-                    }
-                    WsError::Protocol => {
-                        break (End::Error("protocol error"), close_frame(CLOSE_PROTOCOL, "WebSocket protocol error"));
-                    }
-                    WsError::Gone => break (End::Closed, close_frame(CLOSE_NORMAL, "")),
-                },
-                Some(Ok(Message::Text(text))) => {
-                    idle.touch();
-                    if text.len() > cfg.max_line {
-                        // As for a long line over TCP: refused, but the client stays.
-                        s.error(&format!(
-                            "message too long (the limit is {} bytes); it was not sent",
-                            cfg.max_line
-                        ));
-                        continue;
-                    }
-                    text
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    idle.touch();
-                    s.error("send text messages (JSON), not binary ones");
-                    continue;
-                }
-                // tungstenite answers pings itself; neither counts as activity, as an open tab
-                // that nobody reads should still time out.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            },
-        };
-        match s.handle(text.as_bytes()).await {
-            Ok(None) => {}
-            Ok(Some(end)) => break (end, close_frame(CLOSE_NORMAL, "goodbye")),
-            Err(_) => break hub_gone(&link),
-        }
+    let messages = Messages {
+        stream,
+        close: close.clone(),
+        cfg: cfg.clone(),
     };
-
-    let nick = s.nick().to_string();
-    *close.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
-    s.close(end).await;
-    let _ = writer.await;
-    // Read the browser's answering close frame (so it sees a clean close), but not for long.
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = stream.next().await {}
+    let link = driver::Link {
+        peer: link.peer,
+        shutdown: link.shutdown,
+        gone: link.gone,
+        idle_timeout: link.idle_timeout,
+        negotiate: NEGOTIATE,
+        format: Format::Json,
+    };
+    let write_cfg = cfg.clone();
+    driver::run(hub, cfg, link, messages, move |outbox| {
+        write_loop(sink, outbox, write_cfg, close)
     })
     .await;
-    tracing::debug!(peer = %link.peer, %nick, "web chat client left");
 }
 
-/// Whether a read failed because a message passed the size limit.
+/// WebSocket framing: each text message is one line of the JSON protocol.
+struct Messages {
+    stream: SplitStream<WebSocket>,
+    close: Arc<Mutex<Option<CloseFrame>>>,
+    cfg: Arc<ChatSettings>,
+}
+
+/// Input that ends the session, told nothing.
+fn over(end: End) -> Input {
+    Input::End { end, tell: None }
+}
+
+impl Transport for Messages {
+    async fn next(&mut self) -> Input {
+        match self.stream.next().await {
+            None | Some(Ok(Message::Close(_))) => over(End::Closed),
+            Some(Err(e)) => match ws_error(e) {
+                WsError::TooBig => Input::End {
+                    end: End::Flooded,
+                    tell: Some(format!(
+                        "disconnected: a message of more than {} bytes",
+                        self.cfg.flood_cutoff()
+                    )),
+                },
+                WsError::BadUtf8 => over(End::BadUtf8),
+                WsError::Protocol => over(End::Protocol),
+                WsError::Gone => over(End::Closed),
+            },
+            // As for a long line over TCP: refused, but the client stays.
+            Some(Ok(Message::Text(text))) if text.len() > self.cfg.max_line => {
+                Input::Refused(format!(
+                    "message too long (the limit is {} bytes); it was not sent",
+                    self.cfg.max_line
+                ))
+            }
+            Some(Ok(Message::Text(text))) => Input::Line(Bytes::from(text)),
+            Some(Ok(Message::Binary(_))) => {
+                Input::Refused("send text messages (JSON), not binary ones".into())
+            }
+            // tungstenite answers pings itself; neither counts as activity, as an open tab that
+            // nobody reads should still time out.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Input::Nothing,
+        }
+    }
+
+    fn ending(&mut self, end: &End) {
+        *self.close.lock().unwrap_or_else(|p| p.into_inner()) = Some(close_for(end));
+    }
+
+    async fn finish(mut self) {
+        // Read the browser's answering close frame (so it sees a clean close), but not for long.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
+    }
+}
+
+/// The close frame for each way a session ends. The page reconnects after 1001 (server stopping),
+/// 1011 (the service failed, retried like a restart) and 1008/1009, but not after a normal close
+/// (the user quit) or an idle timeout.
+fn close_for(end: &End) -> CloseFrame {
+    match end {
+        End::Quit(_) => close_frame(CLOSE_NORMAL, "goodbye"),
+        End::Closed => close_frame(CLOSE_NORMAL, ""),
+        End::Shutdown => close_frame(CLOSE_GOING_AWAY, "server shutting down"),
+        End::Idle => close_frame(CLOSE_IDLE, "idle timeout"),
+        End::Overflowed => close_frame(CLOSE_POLICY, "send queue full"),
+        End::Flooded => close_frame(CLOSE_TOO_BIG, "message too big"),
+        End::BadUtf8 => close_frame(CLOSE_BAD_DATA, "invalid UTF-8 in a text message"),
+        End::Protocol => close_frame(CLOSE_PROTOCOL, "WebSocket protocol error"),
+        End::Unavailable => close_frame(CLOSE_UNAVAILABLE, "the chat service is unavailable"),
+    }
+}
+
 /// What a failed WebSocket read means for the close code.
 enum WsError {
     /// A message past the size limit (1009).
@@ -179,21 +177,6 @@ fn ws_error(e: axum::Error) -> WsError {
         Some(tungstenite::Error::Utf8(_)) => WsError::BadUtf8,
         Some(tungstenite::Error::Protocol(_)) => WsError::Protocol,
         _ => WsError::Gone,
-    }
-}
-
-/// The end when the hub is gone: the server stopping (1001), or its sequencer dead (1011, which
-/// the page retries like a restart) — a browser must not be told a failure is a shutdown.
-fn hub_gone(link: &Link) -> (End, CloseFrame) {
-    match Session::hub_gone(link.shutdown.is_cancelled()) {
-        End::Shutdown => (
-            End::Shutdown,
-            close_frame(CLOSE_GOING_AWAY, "server shutting down"),
-        ),
-        end => (
-            end,
-            close_frame(CLOSE_UNAVAILABLE, "the chat service is unavailable"),
-        ),
     }
 }
 
