@@ -571,6 +571,38 @@ fn rate_limit_delays_a_burst_and_loses_nothing() {
     assert!(!a.seen.iter().any(|l| l.contains("error:")), "{:?}", a.seen);
 }
 
+/// A client held back by fakelag still hears the server stop: its wait for a token runs beside
+/// the shutdown, so it gets the goodbye at once instead of when its bucket would have refilled
+/// (half a minute here) or being cut without one at the end of the drain.
+#[test]
+fn a_client_held_by_fakelag_hears_the_shutdown_at_once() {
+    let mut server = Chat::start(&[
+        "--no-history",
+        "--rate",
+        "1",
+        "--burst",
+        "1",
+        "--drain",
+        "60s",
+        "127.0.0.1:0",
+    ]);
+    let mut a = Peer::joined(server.addr());
+    let lines: String = (0..30).map(|i| format!("held {i}\n")).collect();
+    a.send_raw(lines.as_bytes());
+    a.expect("the slow-down notice", |l| l.contains("slowing down"));
+    server.signal(libc::SIGTERM);
+    // Well before the 29 s the bucket needs, and before the 60 s drain.
+    let (lines, _) = a.expect_closed(Duration::from_secs(15));
+    assert!(
+        lines.iter().any(|l| l.contains("goodbye")),
+        "no goodbye: {lines:?}"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .expect("server exits");
+    assert!(status.success(), "{status:?}");
+}
+
 /// A paste of 20 lines at the default limits (5/s, bursts of 10) arrives whole, in order.
 #[test]
 fn a_pasted_block_arrives_whole() {

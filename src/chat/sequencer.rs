@@ -433,3 +433,293 @@ fn notice(room: Arc<str>, text: &str) -> Pending {
         origin: None,
     }
 }
+
+/// The ordering the chat promises, where it is made: one number per event across all rooms,
+/// history committed in that order, every member seeing the same order, and a join delivered
+/// after everything posted before it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::hub::{AddrPolicy, ChatHub, ClientId, Join, MemoryLimits};
+    use crate::chat::outbox::{OutItem, Outbox};
+    use crate::chat::store::SqliteStore;
+    use crate::chat::wire::Format;
+    use crate::net::{AddrBuckets, IpList, PeerAddr};
+
+    /// A hub with its sequencer thread on `store`; the thread ends when the hub is dropped.
+    fn start(store: Box<dyn Store>, last_seq: u64) -> (ChatHub, std::thread::JoinHandle<()>) {
+        let limits = MemoryLimits {
+            replay: 20,
+            room: 1 << 20,
+            total: 8 << 20,
+        };
+        let shared = Shared::new(limits, 500, true);
+        let (tx, rx) = mpsc::channel(4096);
+        let cfg = Config {
+            replay: 20,
+            retention: Retention::default(),
+            last_seq,
+        };
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("timer runtime");
+        let seq_shared = shared.clone();
+        let thread = std::thread::spawn(move || run(seq_shared, rx, store, cfg, timer));
+        let policy = AddrPolicy {
+            line_rates: AddrBuckets::new(1000.0, 1000, IpList::default()),
+            exempt: IpList::default(),
+            max_rooms: 0,
+        };
+        (ChatHub::new(shared, tx, None, policy), thread)
+    }
+
+    struct Client {
+        id: ClientId,
+        nick: Arc<str>,
+        outbox: Arc<Outbox>,
+    }
+
+    fn connect(hub: &ChatHub) -> Client {
+        let outbox = Arc::new(Outbox::new(1 << 24, Format::Utf8));
+        let peer = PeerAddr::Inet("127.0.0.1:1".parse().expect("address"));
+        let (id, nick) = hub.register(outbox.clone(), &peer);
+        Client { id, nick, outbox }
+    }
+
+    /// Joins `room` the way a session does, and waits until the join has been delivered.
+    async fn join(hub: &ChatHub, c: &Client, room: &str, greeting: &str) {
+        let room: Arc<str> = Arc::from(room);
+        let (_, ticket) = hub.move_to(c.id, room.clone(), true).expect("room");
+        let (done, delivered) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            event: Event::new(Kind::Join, Some(room), c.nick.clone(), ""),
+            route: Route::Join(Join {
+                id: c.id,
+                outbox: c.outbox.clone(),
+                greeting: vec![bytes::Bytes::from(greeting.to_string())],
+                ticket,
+                done,
+            }),
+            origin: None,
+        };
+        hub.post(pending).await.expect("hub");
+        let _ = delivered.await;
+    }
+
+    async fn say(hub: &ChatHub, c: &Client, room: &str, text: &str) {
+        let pending = Pending {
+            event: Event::new(Kind::Message, Some(Arc::from(room)), c.nick.clone(), text),
+            route: Route::Room,
+            origin: Some(c.outbox.clone()),
+        };
+        hub.post(pending).await.expect("hub");
+    }
+
+    /// What a client has been sent: raw replies as text, events as (seq, kind, text).
+    #[derive(Debug, Clone, PartialEq)]
+    enum Seen {
+        Raw(String),
+        Event(u64, Kind, String),
+    }
+
+    /// Everything queued for `c` until `until` says it has enough (bounded in time).
+    async fn seen(c: &Client, until: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        let mut all = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !until(&all) {
+            let mut items = Vec::new();
+            let took = tokio::time::timeout_at(deadline, c.outbox.take(&mut items)).await;
+            assert!(took.is_ok(), "timed out; seen so far: {all:?}");
+            for item in items {
+                match item {
+                    OutItem::Raw(b) => all.push(Seen::Raw(String::from_utf8_lossy(&b).into())),
+                    OutItem::Event(e) => all.push(Seen::Event(e.seq, e.kind, e.text.to_string())),
+                    OutItem::Batch(b) => all.extend(
+                        b.events()
+                            .iter()
+                            .map(|e| Seen::Event(e.seq, e.kind, e.text.to_string())),
+                    ),
+                }
+            }
+        }
+        all
+    }
+
+    fn messages(seen: &[Seen]) -> Vec<(u64, String)> {
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Event(seq, Kind::Message, text) => Some((*seq, text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_member_sees_one_order_and_history_holds_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.db");
+        let store = SqliteStore::open(&path, false).expect("store");
+        let (hub, thread) = start(Box::new(store), 0);
+        let (ann, bob, cat) = (connect(&hub), connect(&hub), connect(&hub));
+        for c in [&ann, &bob, &cat] {
+            join(&hub, c, "lobby", "welcome").await;
+        }
+        // Two senders at once, each with its own numbered lines.
+        const N: usize = 300;
+        let (h1, h2) = (hub.clone(), hub.clone());
+        let a = tokio::spawn(async move {
+            for i in 0..N {
+                say(&h1, &ann, "lobby", &format!("ann {i}")).await;
+            }
+            ann
+        });
+        let b = tokio::spawn(async move {
+            for i in 0..N {
+                say(&h2, &bob, "lobby", &format!("bob {i}")).await;
+            }
+            bob
+        });
+        let (ann, bob) = (a.await.expect("ann"), b.await.expect("bob"));
+        let all = |s: &[Seen]| messages(s).len() >= 2 * N;
+        let views = [
+            messages(&seen(&ann, all).await),
+            messages(&seen(&bob, all).await),
+            messages(&seen(&cat, all).await),
+        ];
+        assert_eq!(views[0], views[1], "ann and bob saw different orders");
+        assert_eq!(views[0], views[2], "ann and cat saw different orders");
+        let order = &views[0];
+        assert!(
+            order.windows(2).all(|w| w[0].0 < w[1].0),
+            "numbers not increasing"
+        );
+        for who in ["ann", "bob"] {
+            let own: Vec<String> = order
+                .iter()
+                .filter(|(_, t)| t.starts_with(who))
+                .map(|(_, t)| t.clone())
+                .collect();
+            let sent: Vec<String> = (0..N).map(|i| format!("{who} {i}")).collect();
+            assert_eq!(own, sent, "{who}'s lines reordered or lost");
+        }
+        drop(hub);
+        thread.join().expect("sequencer");
+        // History holds what was delivered, in the same order and with the same numbers.
+        let mut store = SqliteStore::open(&path, false).expect("reopen");
+        let stored: Vec<(u64, String)> = store
+            .recent("lobby", 2 * N)
+            .expect("recent")
+            .into_iter()
+            .map(|e| (e.seq, e.text.to_string()))
+            .collect();
+        assert_eq!(&stored, order);
+        // Numbering continues above everything handed out, joins included.
+        let last = store.last_seq().expect("last_seq");
+        assert!(last >= order[order.len() - 1].0, "{last}");
+        let (hub, thread) = start(Box::new(store), last);
+        let dan = connect(&hub);
+        join(&hub, &dan, "lobby", "welcome").await;
+        say(&hub, &dan, "lobby", "after the restart").await;
+        let got = seen(&dan, |s| {
+            messages(s).iter().any(|(_, t)| t == "after the restart")
+        })
+        .await;
+        let (seq, _) = messages(&got).pop().expect("message");
+        assert!(seq > last, "number {seq} reused (last was {last})");
+        drop(hub);
+        thread.join().expect("sequencer");
+    }
+
+    #[tokio::test]
+    async fn a_join_gets_greeting_then_replay_then_itself_before_its_done_fires() {
+        let (hub, thread) = start(Box::new(super::super::store::NoStore), 0);
+        let ann = connect(&hub);
+        join(&hub, &ann, "rust", "hi ann").await;
+        for i in 0..5 {
+            say(&hub, &ann, "rust", &format!("line {i}")).await;
+        }
+        let bob = connect(&hub);
+        // No waiting between the lines and the join: the join still comes after them.
+        join(&hub, &bob, "rust", "hi bob").await;
+        // Delivered by the time `done` fired: everything is already queued.
+        let mut items = Vec::new();
+        let took = tokio::time::timeout(Duration::from_secs(5), bob.outbox.take(&mut items)).await;
+        assert!(took.is_ok(), "nothing queued when the join was done");
+        let got: Vec<Seen> = items
+            .into_iter()
+            .map(|item| match item {
+                OutItem::Raw(b) => Seen::Raw(String::from_utf8_lossy(&b).into()),
+                OutItem::Event(e) => Seen::Event(e.seq, e.kind, e.text.to_string()),
+                OutItem::Batch(_) => panic!("a join's items are not batched"),
+            })
+            .collect();
+        assert_eq!(
+            got[0],
+            Seen::Raw("hi bob".into()),
+            "greeting first: {got:?}"
+        );
+        let replay: Vec<String> = messages(&got).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            replay,
+            (0..5).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
+        assert!(
+            matches!(got.last(), Some(Seen::Event(_, Kind::Join, _))),
+            "the join notice last: {got:?}"
+        );
+        // Ann hears of bob's join after her own lines.
+        let ann_seen = seen(&ann, |s| {
+            s.iter()
+                .filter(|x| matches!(x, Seen::Event(_, Kind::Join, _)))
+                .count()
+                >= 2
+        })
+        .await;
+        let last_line = ann_seen
+            .iter()
+            .rposition(|s| matches!(s, Seen::Event(_, Kind::Message, _)));
+        let bob_join = ann_seen
+            .iter()
+            .rposition(|s| matches!(s, Seen::Event(_, Kind::Join, _)));
+        assert!(last_line < bob_join, "{ann_seen:?}");
+        drop(hub);
+        thread.join().expect("sequencer");
+    }
+
+    #[tokio::test]
+    async fn a_join_overtaken_by_a_later_one_is_dropped() {
+        let (hub, thread) = start(Box::new(super::super::store::NoStore), 0);
+        let ann = connect(&hub);
+        // Two joins queued before either is delivered: only the second takes effect.
+        let (_, first) = hub.move_to(ann.id, Arc::from("a"), true).expect("room");
+        let (_, second) = hub.move_to(ann.id, Arc::from("b"), true).expect("room");
+        let mut waits = Vec::new();
+        for (room, ticket) in [("a", first), ("b", second)] {
+            let (done, delivered) = tokio::sync::oneshot::channel();
+            waits.push(delivered);
+            let pending = Pending {
+                event: Event::new(Kind::Join, Some(Arc::from(room)), ann.nick.clone(), ""),
+                route: Route::Join(Join {
+                    id: ann.id,
+                    outbox: ann.outbox.clone(),
+                    greeting: vec![bytes::Bytes::from(format!("into {room}"))],
+                    ticket,
+                    done,
+                }),
+                origin: None,
+            };
+            hub.post(pending).await.expect("hub");
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        assert_eq!(hub.who("a"), Vec::<String>::new());
+        assert_eq!(hub.who("b"), vec![ann.nick.to_string()]);
+        let got = seen(&ann, |s| !s.is_empty()).await;
+        assert_eq!(got[0], Seen::Raw("into b".into()), "{got:?}");
+        assert!(!got.contains(&Seen::Raw("into a".into())), "{got:?}");
+        drop(hub);
+        thread.join().expect("sequencer");
+    }
+}
