@@ -810,3 +810,57 @@ fn terminal_client_shows_the_lines_of_history_n() {
         screen.0
     );
 }
+
+#[test]
+fn terminal_client_keeps_a_taken_nick_on_the_status_line_until_another_is_picked() {
+    let server = Server::start("127.0.0.1:0");
+    let mut other = Peer::python(server.port()).named("ann");
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("the taken nick on the status line", WAIT, |s| {
+        s.connected() && s.status().contains("nick ann is taken")
+    });
+    // Enough talk to push the error out of the pane: the status line still says it.
+    for i in 0..30 {
+        other.say(&format!("talk {i}"));
+    }
+    other.out.expect("<ann> talk 29", Duration::from_secs(20));
+    let screen = tmux.wait_for("the talk", WAIT, |s| s.pane().contains("talk 29"));
+    assert!(
+        screen.status().contains("nick ann is taken"),
+        "{}",
+        screen.0
+    );
+    tmux.type_text("/nick ann2");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the new nick", WAIT, |s| s.status().contains("ann2"));
+    assert!(!screen.status().contains("taken"), "{}", screen.0);
+    other
+        .out
+        .expect("is now known as ann2", Duration::from_secs(10));
+}
+
+#[test]
+fn terminal_client_stays_connected_after_part() {
+    let server = Server::start("127.0.0.1:0");
+    let mut bob = Peer::python(server.port()).named("bob");
+    let tmux = terminal_client(&server.addr, "ann");
+    tmux.wait_for("the client to connect", WAIT, |s| {
+        s.connected() && s.status().contains("#lobby")
+    });
+    bob.out.expect("ann joined #lobby", Duration::from_secs(10));
+    tmux.type_text("/join rust");
+    tmux.keys(&["Enter"]);
+    bob.out.expect("ann left #lobby", Duration::from_secs(10));
+    tmux.wait_for("the new room", WAIT, |s| s.status().contains("#rust"));
+    // /part leaves #rust for the default room, as IRC's does, and the client stays.
+    tmux.type_text("/part");
+    tmux.keys(&["Enter"]);
+    bob.out.expect("ann joined #lobby", Duration::from_secs(10));
+    let screen = tmux.wait_for("the default room again", WAIT, |s| {
+        s.connected() && s.status().contains("#lobby")
+    });
+    assert!(!screen.0.contains("client exited"), "{}", screen.0);
+    tmux.type_text("still here");
+    tmux.keys(&["Enter"]);
+    bob.out.expect("<ann> still here", Duration::from_secs(10));
+}

@@ -137,6 +137,9 @@ pub struct App {
     /// Lines of a multi-line paste not yet handed to the link (its queue was full), in order.
     pending: VecDeque<String>,
     completion: Option<Completion>,
+    /// A nick asked for that someone else has: shown on the status line until this client gets
+    /// it or picks another, so the error cannot scroll away unseen.
+    pub nick_taken: Option<String>,
 }
 
 impl App {
@@ -155,6 +158,7 @@ impl App {
             history_of: None,
             pending: VecDeque::new(),
             completion: None,
+            nick_taken: None,
             me,
         }
     }
@@ -256,7 +260,19 @@ impl App {
             Incoming::Event(e) => self.on_event(e),
             Incoming::Reply(r) => self.on_reply(r),
         }
-        if let Some(Change::Joined(room)) = self.me.observe(&msg) {
+        let change = self.me.observe(&msg);
+        match &change {
+            Some(Change::NickTaken(nick)) => self.nick_taken = Some(nick.clone()),
+            Some(Change::Renamed { .. }) => self.nick_taken = None,
+            // A reconnect that got the nick after all.
+            Some(Change::Welcomed) if self.nick_taken.is_some() => {
+                if self.me.nick == self.nick_taken {
+                    self.nick_taken = None;
+                }
+            }
+            _ => {}
+        }
+        if let Some(Change::Joined(room)) = change {
             // The room joined is the room shown (after /join, or a buffer switched to).
             let i = self.buffer_of(Some(&room));
             self.show(i);

@@ -196,6 +196,15 @@ fn status_line(f: &mut Frame, app: &App, area: Rect) {
         Span::raw(format!(" {} │ {nick} │ {room} │ ", app.server)),
         Span::styled(state, Style::new().fg(color).add_modifier(Modifier::BOLD)),
     ];
+    if let Some(taken) = &app.nick_taken {
+        spans.push(Span::raw(" │ "));
+        spans.push(Span::styled(
+            format!("nick {taken} is taken: /nick NAME picks another"),
+            Style::new()
+                .fg(Color::LightRed)
+                .add_modifier(Modifier::BOLD),
+        ));
+    }
     let scroll = app.buf().scroll;
     if scroll > 0 {
         spans.push(Span::raw(format!(" │ scrolled up {scroll} (PgDn/Esc)")));
