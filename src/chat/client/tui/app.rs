@@ -265,10 +265,10 @@ impl App {
             Some(Change::NickTaken(nick)) => self.nick_taken = Some(nick.clone()),
             Some(Change::Renamed { .. }) => self.nick_taken = None,
             // A reconnect that got the nick after all.
-            Some(Change::Welcomed) if self.nick_taken.is_some() => {
-                if self.me.nick == self.nick_taken {
-                    self.nick_taken = None;
-                }
+            Some(Change::Welcomed)
+                if self.nick_taken.is_some() && self.me.nick == self.nick_taken =>
+            {
+                self.nick_taken = None;
             }
             _ => {}
         }
