@@ -23,7 +23,9 @@ use crate::net::{AddrBuckets, AddrKey, IpList, PeerAddr, RateLimit};
 /// A connected client's id (never reused during a run).
 pub type ClientId = u64;
 
-/// Where a sequenced event goes.
+/// Where a sequenced event goes. Routes name rooms and clients, never a client's queue: they are
+/// resolved against the members present at delivery, so the same event can be delivered by a node
+/// that did not sequence it (a cluster), and a client gone meanwhile is simply not there.
 #[derive(Debug)]
 pub enum Route {
     /// To every member of the event's room.
@@ -32,15 +34,14 @@ pub enum Route {
     /// greeting (its welcome, at its first join), the room's recent history and the join notice in
     /// one piece, and everyone else gets the join notice.
     Join(Join),
-    /// To these clients only (private messages).
-    Direct(Vec<Arc<Outbox>>),
+    /// To these clients only (private messages), those of them still connected.
+    Direct(Vec<ClientId>),
 }
 
 /// Who joins, and what it is sent.
 #[derive(Debug)]
 pub struct Join {
     pub id: ClientId,
-    pub outbox: Arc<Outbox>,
     pub greeting: Vec<Bytes>,
     /// The client's join ticket: a join overtaken by a later one is dropped.
     pub ticket: u64,
@@ -54,8 +55,8 @@ pub struct Join {
 pub struct Pending {
     pub event: Event,
     pub route: Route,
-    /// Who sent it, to be told if it could not be stored.
-    pub origin: Option<Arc<Outbox>>,
+    /// Who caused it: told of a presence change even where the room is too big to announce it.
+    pub origin: Option<ClientId>,
 }
 
 /// The hub closed (the server is stopping).
@@ -349,10 +350,10 @@ impl Shared {
         for p in batch {
             let event = Arc::new(p.event);
             match p.route {
-                Route::Direct(outboxes) => {
+                Route::Direct(ids) => {
                     run.flush(&st);
-                    for o in outboxes {
-                        o.push(OutItem::Event(event.clone()));
+                    for m in ids.iter().filter_map(|id| st.clients.get(id)) {
+                        m.outbox.push(OutItem::Event(event.clone()));
                     }
                 }
                 Route::Room => {
@@ -377,8 +378,8 @@ impl Shared {
                     if event.kind.is_presence() && room.members.len() > self.announce_max {
                         // Only whoever caused it hears of it (a nick change needs confirming).
                         run.flush(&st);
-                        if let Some(origin) = &p.origin {
-                            origin.push(OutItem::Event(event));
+                        if let Some(m) = p.origin.and_then(|id| st.clients.get(&id)) {
+                            m.outbox.push(OutItem::Event(event));
                         }
                         continue;
                     }
@@ -386,7 +387,6 @@ impl Shared {
                 }
                 Route::Join(Join {
                     id,
-                    outbox,
                     greeting,
                     ticket,
                     done: _done,
@@ -396,13 +396,13 @@ impl Shared {
                         continue;
                     };
                     // The client may have left or moved on while the join waited for its turn.
-                    let still_there = st
+                    let joiner = st
                         .clients
                         .get(&id)
-                        .is_some_and(|m| m.room.as_deref() == Some(&*name) && m.joins == ticket);
-                    if !still_there {
+                        .filter(|m| m.room.as_deref() == Some(&*name) && m.joins == ticket);
+                    let Some(outbox) = joiner.map(|m| m.outbox.clone()) else {
                         continue;
-                    }
+                    };
                     let room = st.rooms.entry(name.clone()).or_default();
                     // IRC's order: the join, then the topic (if there is one).
                     let topic = room
@@ -658,13 +658,11 @@ impl ChatHub {
         })
     }
 
-    /// Finds a client by nick (case-insensitive): its exact nick and outbox.
-    pub fn lookup(&self, nick: &str) -> Option<(Arc<str>, Arc<Outbox>)> {
+    /// Finds a client by nick (case-insensitive): its exact nick and id.
+    pub fn lookup(&self, nick: &str) -> Option<(Arc<str>, ClientId)> {
         let st = self.lock();
-        let id = st.nicks.get(&fold(nick))?;
-        st.clients
-            .get(id)
-            .map(|m| (m.nick.clone(), m.outbox.clone()))
+        let id = *st.nicks.get(&fold(nick))?;
+        st.clients.get(&id).map(|m| (m.nick.clone(), id))
     }
 
     /// `room`'s topic, if it has one.

@@ -195,21 +195,16 @@ impl std::fmt::Debug for ChatServer {
 impl ChatServer {
     /// Opens the history and the listening socket, and starts the sequencer.
     pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
-        let (store, reader, retention): (Box<dyn Store>, _, _) = match &config.history {
-            History::None => (Box::new(NoStore), None, Retention::default()),
+        let (store, retention): (Box<dyn Store>, _) = match &config.history {
+            History::None => (Box::new(NoStore), Retention::default()),
             History::Sqlite {
                 path,
                 full_sync,
                 retention,
-            } => {
-                let store = SqliteStore::open(path, *full_sync)?;
-                (
-                    Box::new(store),
-                    Some(HistoryReader::open(path)?),
-                    *retention,
-                )
-            }
+            } => (Box::new(SqliteStore::open(path, *full_sync)?), *retention),
         };
+        // History reads go through the store, as its writes do.
+        let reader = HistoryReader::of(store.as_ref())?;
         Self::bind_with(config, store, reader, retention).await
     }
 

@@ -496,7 +496,6 @@ mod tests {
             event: Event::new(Kind::Join, Some(room), c.nick.clone(), ""),
             route: Route::Join(Join {
                 id: c.id,
-                outbox: c.outbox.clone(),
                 greeting: vec![bytes::Bytes::from(greeting.to_string())],
                 ticket,
                 done,
@@ -511,7 +510,7 @@ mod tests {
         let pending = Pending {
             event: Event::new(Kind::Message, Some(Arc::from(room)), c.nick.clone(), text),
             route: Route::Room,
-            origin: Some(c.outbox.clone()),
+            origin: Some(c.id),
         };
         hub.post(pending).await.expect("hub");
     }
@@ -702,7 +701,6 @@ mod tests {
                 event: Event::new(Kind::Join, Some(Arc::from(room)), ann.nick.clone(), ""),
                 route: Route::Join(Join {
                     id: ann.id,
-                    outbox: ann.outbox.clone(),
                     greeting: vec![bytes::Bytes::from(format!("into {room}"))],
                     ticket,
                     done,

@@ -203,7 +203,7 @@ impl Session {
             .post(Pending {
                 event,
                 route,
-                origin: Some(self.outbox.clone()),
+                origin: Some(self.id),
             })
             .await
     }
@@ -260,7 +260,6 @@ impl Session {
         let (done, delivered) = tokio::sync::oneshot::channel();
         let route = Route::Join(Join {
             id: self.id,
-            outbox: self.outbox.clone(),
             greeting,
             ticket,
             done,
@@ -584,18 +583,19 @@ impl Session {
     }
 
     async fn private(&self, to: &str, text: &str) -> Result<(), HubClosed> {
-        let Some((target, their_outbox)) = self.hub.lookup(to) else {
+        let Some((target, their_id)) = self.hub.lookup(to) else {
             self.error(&format!("no one called {to:?} is here"));
             return Ok(());
         };
-        let mut route = vec![their_outbox];
-        if !Arc::ptr_eq(&route[0], &self.outbox) {
-            route.push(self.outbox.clone());
+        let to_self = their_id == self.id;
+        let mut route = vec![their_id];
+        if !to_self {
+            route.push(self.id);
         }
         self.hub.touch(self.id);
         // As IRC's RPL_AWAY: the sender learns at once that the message waits for someone away.
         if let Some(away) = self.hub.whois(&target).and_then(|w| w.away) {
-            if !Arc::ptr_eq(&route[0], &self.outbox) {
+            if !to_self {
                 self.reply(
                     ReplyKind::IsAway,
                     &format!("{target} is away: {away}"),

@@ -83,6 +83,19 @@ pub trait Store: Send {
     fn expire(&mut self, _before: i64, _limit: usize) -> Result<usize, StoreError> {
         Ok(0)
     }
+    /// A second way into the same history for reads (`/history` beyond what memory holds), used
+    /// beside the writer from the reader's own thread. `None`: only memory has history.
+    fn reader(&self) -> Result<Option<Box<dyn HistorySource>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Reads of a store's history, made from the [`HistoryReader`]'s thread (so they may block).
+pub trait HistorySource: Send + 'static {
+    /// The last `n` stored events of `room`, oldest first; fewer if their texts pass `max_bytes`.
+    fn recent(&mut self, room: &str, n: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError>;
+    /// The store, as errors name it.
+    fn name(&self) -> String;
 }
 
 /// Keeps nothing (`--no-history`): replay comes from memory only and ends with the process.
@@ -219,6 +232,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn reader(&self) -> Result<Option<Box<dyn HistorySource>>, StoreError> {
+        Ok(Some(Box::new(SqliteReader::open(&self.path)?)))
+    }
+
     fn last_seq(&mut self) -> Result<u64, StoreError> {
         let stored = self
             .conn
@@ -393,10 +410,49 @@ struct ReadRequest {
 /// Requests waiting for the reader before askers wait their turn.
 const READ_QUEUE: usize = 64;
 
-/// Reads history for `/history` requests larger than what the hub keeps in memory: one read-only
-/// connection, opened once (WAL lets it read beside the writer), on its own thread, fed through a
-/// bounded queue, so a crowd of askers costs neither a connection each nor the async runtime's
-/// threads. Cloning is cheap; the thread ends with the last clone.
+/// A read-only connection to a history file: WAL lets it read beside the writer.
+struct SqliteReader {
+    conn: Connection,
+    path: String,
+}
+
+impl SqliteReader {
+    /// Opens the read connection on the database at `path` (which must exist).
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let name = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        // One read now: SQLite opens the WAL and its index at a connection's first read and keeps
+        // them, so later reads need no file opened (a server out of descriptors still reads).
+        read_recent(&conn, "", 1, 0).map_err(err)?;
+        Ok(SqliteReader { conn, path: name })
+    }
+}
+
+impl HistorySource for SqliteReader {
+    fn recent(&mut self, room: &str, n: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
+        read_recent(&self.conn, room, n, max_bytes).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.path.clone()
+    }
+}
+
+/// Reads history for `/history` requests larger than what the hub keeps in memory: one
+/// [`HistorySource`] from the store (for SQLite, one read-only connection, opened once), on its
+/// own thread, fed through a bounded queue, so a crowd of askers costs neither a connection each
+/// nor the async runtime's threads. Cloning is cheap; the thread ends with the last clone.
 #[derive(Debug, Clone)]
 pub struct HistoryReader {
     tx: mpsc::Sender<ReadRequest>,
@@ -404,37 +460,20 @@ pub struct HistoryReader {
 }
 
 impl HistoryReader {
-    /// Opens the read connection on the database at `path` (which must exist) and starts its
-    /// thread.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let name: Arc<str> = Arc::from(path.display().to_string());
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Sqlite {
-            path: name.to_string(),
-            source,
-        })?;
-        // One read now: SQLite opens the WAL and its index at a connection's first read and keeps
-        // them, so later reads need no file opened (a server out of descriptors still reads).
-        read_recent(&conn, "", 1, 0).map_err(|source| StoreError::Sqlite {
-            path: name.to_string(),
-            source,
-        })?;
+    /// The reader of `store`'s history, if it keeps any beyond memory.
+    pub fn of(store: &dyn Store) -> Result<Option<Self>, StoreError> {
+        store.reader()?.map(Self::start).transpose()
+    }
+
+    /// Starts the reader's thread on `source`.
+    pub fn start(mut source: Box<dyn HistorySource>) -> Result<Self, StoreError> {
+        let name: Arc<str> = Arc::from(source.name());
         let (tx, mut rx) = mpsc::channel::<ReadRequest>(READ_QUEUE);
-        let thread_name = name.clone();
         std::thread::Builder::new()
             .name("chat-history".into())
             .spawn(move || {
                 while let Some(req) = rx.blocking_recv() {
-                    let result =
-                        read_recent(&conn, &req.room, req.n, req.max_bytes).map_err(|source| {
-                            StoreError::Sqlite {
-                                path: thread_name.to_string(),
-                                source,
-                            }
-                        });
+                    let result = source.recent(&req.room, req.n, req.max_bytes);
                     // The asker may have gone meanwhile.
                     let _ = req.reply.send(result);
                 }
@@ -589,7 +628,7 @@ mod tests {
         let path = dir.path().join("h.sqlite3");
         let mut store = SqliteStore::open(&path, false).unwrap();
         append(&mut store, &[msg(1, 0, "a", "one"), msg(2, 0, "a", "two")]);
-        let reader = HistoryReader::open(&path).unwrap();
+        let reader = HistoryReader::of(&store).unwrap().expect("a reader");
         // More askers at once than the queue holds: they wait their turn, all are answered.
         let askers: Vec<_> = (0..READ_QUEUE * 2)
             .map(|_| {
