@@ -115,8 +115,8 @@ pub async fn run<T, W>(
     let end = loop {
         let step = tokio::select! {
             biased;
-            _ = &mut stopped => break End::Shutdown,
-            _ = &mut gone => break End::Shutdown,
+            _ = &mut stopped => break s.stopping(),
+            _ = &mut gone => break s.stopping(),
             _ = &mut kicked => break dropped(&outbox),
             _ = &mut negotiate, if !s.in_room() => Step::EnterDefault,
             _ = &mut idle => {
@@ -163,8 +163,8 @@ pub async fn run<T, W>(
         };
         let handled = tokio::select! {
             biased;
-            _ = &mut stopped => break End::Shutdown,
-            _ = &mut gone => break End::Shutdown,
+            _ = &mut stopped => break s.stopping(),
+            _ = &mut gone => break s.stopping(),
             _ = &mut kicked => break dropped(&outbox),
             handled = work => handled,
         };
@@ -172,7 +172,7 @@ pub async fn run<T, W>(
         match handled {
             Ok(None) => {}
             Ok(Some(end)) => break end,
-            Err(HubClosed) => break Session::hub_gone(link.shutdown.is_cancelled()),
+            Err(HubClosed) => break s.stopping(),
         }
     };
 

@@ -487,6 +487,12 @@ impl ChatHub {
         self.tx.send(pending).await.map_err(|_| HubClosed)
     }
 
+    /// Whether the sequencer is gone (it failed): nothing can be ordered any more. While the
+    /// server stops normally it runs until the last hub handle is dropped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues an event without waiting; fails if the sequencer is far behind or gone. For places
     /// that cannot wait (a session being dropped).
     pub fn try_post(&self, pending: Pending) -> Result<(), HubClosed> {

@@ -356,20 +356,46 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_sequencer_stops_the_server_with_an_error_and_tells_the_client() {
+    async fn a_failed_sequencer_stops_the_server_with_an_error_and_tells_the_clients() {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::Message;
+
         let config = ChatConfig {
             endpoint: "127.0.0.1:0".parse().unwrap(),
             settings: ChatSettings::default(),
             history: History::None,
             server: ServerOptions::default(),
-            web: None,
+            web: Some(web::WebConfig {
+                endpoint: "127.0.0.1:0".parse().unwrap(),
+                origins: web::OriginPolicy::default(),
+                hosts: Vec::new(),
+            }),
         };
         let server =
             ChatServer::bind_with(config, Box::new(PanickingStore), None, Retention::default())
                 .await
                 .unwrap();
         let addr = server.local_addr().to_string();
+        let web_addr = server.web_addr().unwrap().to_string();
         let running = tokio::spawn(server.run(CancellationToken::new()));
+
+        // A browser's connection, in a room (joins are not stored, so nothing panics yet).
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{web_addr}/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text(
+            r#"{"sockit":"chat","proto":"json","nick":"wendy"}"#,
+        ))
+        .await
+        .unwrap();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+            match msg.expect("the join").expect("open").unwrap() {
+                Message::Text(t) if t.contains(r#""type":"join""#) => break,
+                _ => {}
+            }
+        }
 
         let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let (reader, mut writer) = stream.into_split();
@@ -379,8 +405,8 @@ mod tests {
         assert!(welcome.contains("Welcome"), "{welcome}");
         writer.write_all(b"hello\n").await.unwrap();
 
-        // Nobody cancelled the server: it stops on its own, with the error, and the client hears
-        // why before the connection closes.
+        // Nobody cancelled the server: it stops on its own, with the error, and the clients hear
+        // why (not that the server is shutting down) before their connections close.
         let outcome = tokio::time::timeout(Duration::from_secs(10), running)
             .await
             .expect("the server kept running without its sequencer")
@@ -393,10 +419,20 @@ mod tests {
         while let Ok(Some(line)) = lines.next_line().await {
             rest.push(line);
         }
+        assert!(rest.iter().any(|l| l.contains("unavailable")), "{rest:?}");
         assert!(
-            rest.iter()
-                .any(|l| l.contains("unavailable") || l.contains("shutting down")),
+            !rest.iter().any(|l| l.contains("shutting down")),
             "{rest:?}"
         );
+        let mut close = None;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+        {
+            if let Message::Close(frame) = msg {
+                close = frame;
+                break;
+            }
+        }
+        let close = close.expect("a close frame");
+        assert_eq!(close.code, CloseCode::Error, "{close:?}");
     }
 }

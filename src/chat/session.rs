@@ -147,12 +147,16 @@ impl Session {
     /// Ends the session: says goodbye on shutdown, removes the client, tells its room why, and
     /// asks the writer to send what is left and close.
     pub async fn close(self, end: End) {
-        if let End::Shutdown = end {
-            self.reply(
+        match end {
+            End::Shutdown => self.reply(
                 ReplyKind::Notice,
                 "the server is shutting down; goodbye",
                 None,
-            );
+            ),
+            End::Unavailable => {
+                self.error("the chat service is unavailable (an internal failure); goodbye")
+            }
+            _ => {}
         }
         let reason = end.reason();
         if let Some((nick, Some(room))) = self.hub.remove(self.id) {
@@ -173,13 +177,14 @@ impl Session {
         self.outbox.format()
     }
 
-    /// The message a failed post gets: the hub is gone only when the server stops, or when its
-    /// sequencer has died — which clients must not be told is a shutdown.
-    pub fn hub_gone(shutting_down: bool) -> End {
-        if shutting_down {
-            End::Shutdown
-        } else {
+    /// Why the session ends when the server stops or the hub refuses a post: the hub is gone
+    /// only when its sequencer has died — which clients must not be told is a shutdown, even
+    /// though the server then stops too.
+    pub fn stopping(&self) -> End {
+        if self.hub.is_closed() {
             End::Unavailable
+        } else {
+            End::Shutdown
         }
     }
 
