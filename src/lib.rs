@@ -19,6 +19,8 @@ pub mod bench;
 pub mod chat;
 pub mod daytime;
 pub mod echo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod net;
 pub mod relay;

@@ -8,11 +8,11 @@
 //! the JSON lines over WebSocket for the browser page).
 
 pub mod client;
-mod command;
+pub(crate) mod command;
 mod driver;
 pub mod event;
 pub mod hub;
-mod line;
+pub(crate) mod line;
 mod names;
 pub mod outbox;
 mod rate;

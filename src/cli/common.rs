@@ -41,9 +41,6 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
 
 /// Parses a list of addresses and CIDRs, or `none` for an empty list.
 pub fn parse_ip_list(text: &str) -> Result<IpList, String> {
-    if text.trim().eq_ignore_ascii_case("none") {
-        return Ok(IpList::default());
-    }
     IpList::parse(text).map_err(|e| e.to_string())
 }
 

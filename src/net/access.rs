@@ -19,9 +19,13 @@ pub struct IpList {
 }
 
 impl IpList {
-    /// Parses a comma- or space-separated list (`127.0.0.1,10.0.0.0/8,::1`).
+    /// Parses a comma- or space-separated list (`127.0.0.1,10.0.0.0/8,::1`), or `none` for the
+    /// empty list (what an empty list prints as).
     pub fn parse(list: &str) -> Result<Self, NetError> {
         let mut out = IpList::default();
+        if list.trim().eq_ignore_ascii_case("none") {
+            return Ok(out);
+        }
         out.extend(list)?;
         Ok(out)
     }
@@ -202,6 +206,7 @@ mod tests {
     fn lists_print_back_and_none_is_empty() {
         assert_eq!(IpList::loopback().to_string(), "127.0.0.0/8,::1/128");
         assert!(IpList::parse("").unwrap().is_empty());
+        assert!(IpList::parse(" None ").unwrap().is_empty());
         assert_eq!(
             IpList::parse("::ffff:1.2.3.4").unwrap().to_string(),
             "1.2.3.4/32"
