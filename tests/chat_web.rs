@@ -25,17 +25,8 @@ fn start(args: &[&str]) -> (Server, String) {
     let mut all = vec!["chat", "--no-history"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    assert!(
-        server.wait_for_log("web page at ", WAIT),
-        "no web page announced:\n{}",
-        server.stderr()
-    );
-    let url = server
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("web page at ").nth(1).map(str::to_string))
-        .expect("web page line");
-    (server, url.trim().to_string())
+    let url = server.web_page_url();
+    (server, url)
 }
 
 fn web_addr(url: &str) -> String {

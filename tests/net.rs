@@ -311,6 +311,14 @@ fn fd_exhaustion_is_survived() {
         .args(["echo", "127.0.0.1:0"]);
     let mut server = Server::start_command(cmd);
     let addr = server.addr();
+    // The server keeps its connections within what the limit allowed at start; lower the limit
+    // under it (as another part of the process holding descriptors would) so that accept itself
+    // runs out.
+    let lowered = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--nofile=24:24"])
+        .status()
+        .expect("prlimit");
+    assert!(lowered.success());
 
     // More connections than the server has descriptors. The kernel completes the handshakes; the
     // server accepts until EMFILE.

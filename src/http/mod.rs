@@ -201,6 +201,8 @@ impl HttpServer {
             Some(_) => return Err(HttpError::Auth),
         };
         let mut server = config.server;
+        // A request holds its socket and the file (or folder) it is served from.
+        server.fds_per_conn = 2;
         if let Some(tls) = server.tls.take() {
             let alpn = if config.http.http2 {
                 ALPN_H2_HTTP1
@@ -715,12 +717,24 @@ fn wants_json(h: &HeaderMap) -> bool {
     })
 }
 
+/// A file or folder that could not be opened: 403, unless the server is out of descriptors or
+/// memory, which is the server's trouble and passes: 503, as nginx answers then.
+fn cannot_open(e: &std::io::Error, forbidden: &'static str) -> Plan {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => Plan::Error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy; try again shortly",
+        ),
+        _ => Plan::Error(StatusCode::FORBIDDEN, forbidden),
+    }
+}
+
 fn plan_listing(policy: &Policy, ask: ListAsk) -> Plan {
     let mut entries = match listing::read(&ask.dir, policy) {
         Ok(e) => e,
         Err(e) => {
             tracing::info!(dir = %ask.dir.display(), error = %e, "cannot list");
-            return Plan::Error(StatusCode::FORBIDDEN, "this folder cannot be read");
+            return cannot_open(&e, "this folder cannot be read");
         }
     };
     listing::sort(&mut entries, ask.sort);
@@ -868,7 +882,7 @@ fn plan_file(
         Ok(f) => f,
         Err(e) => {
             tracing::info!(path = %serve_path.display(), error = %e, "cannot open");
-            return Plan::Error(StatusCode::FORBIDDEN, "this file cannot be read");
+            return cannot_open(&e, "this file cannot be read");
         }
     };
     if on_the_fly {

@@ -40,14 +40,34 @@ pub struct ServerOptions {
     /// limit, overall and per address); `None` gives this listener slots of its own made from
     /// `max_conns` and `per_addr`.
     pub shared_slots: Option<ConnSlots>,
+    /// Descriptors one connection may hold while served (its socket, and a file or a command's
+    /// pipes), for the connection budget the open-file limit leaves (see [`ServerOptions::slots`]).
+    pub fds_per_conn: u64,
 }
 
 impl ServerOptions {
-    /// The slots this server draws from: the shared ones, or its own.
+    /// The slots this server draws from: the shared ones, or its own. Its own are no more than
+    /// the open-file limit allows, [`super::rlimit::FD_RESERVE`] kept free, `fds_per_conn` each:
+    /// past that a storm of connections would leave the clients already served without the
+    /// descriptors their requests need, so it is refused at the door instead (and said at start).
     pub fn slots(&self) -> ConnSlots {
-        self.shared_slots
-            .clone()
-            .unwrap_or_else(|| ConnSlots::new(self.max_conns, self.per_addr.clone()))
+        if let Some(shared) = &self.shared_slots {
+            return shared.clone();
+        }
+        let mut max = self.max_conns;
+        if let Some(budget) = super::rlimit::conn_budget(self.fds_per_conn) {
+            if budget < max {
+                tracing::warn!(
+                    max_conns = budget,
+                    asked = max,
+                    fd_limit = super::rlimit::fd_limit(),
+                    "the open-file limit (ulimit -n) allows only {budget} connections; \
+                     serving at most that many (raise the limit for more)"
+                );
+                max = budget;
+            }
+        }
+        ConnSlots::new(max, self.per_addr.clone())
     }
 }
 
@@ -64,6 +84,7 @@ impl Default for ServerOptions {
             busy_message: None,
             addr_limit_message: None,
             shared_slots: None,
+            fds_per_conn: 1,
         }
     }
 }

@@ -205,6 +205,12 @@ async fn serve_many(
     match attach {
         Attach::Exec(spec) => {
             let spec = Arc::new(spec);
+            // A command's connection holds its socket and the command's stdin, stdout and
+            // stderr pipes.
+            let server = ServerOptions {
+                fds_per_conn: 4,
+                ..server
+            };
             net::serve(listener, server, shutdown, move |conn| {
                 let spec = spec.clone();
                 let relay = relay.clone();

@@ -145,6 +145,19 @@ impl Server {
         false
     }
 
+    /// The URL of the chat's web page (`--web`), once the server has announced it.
+    pub fn web_page_url(&self) -> String {
+        assert!(
+            self.wait_for_log("web page at ", START_TIMEOUT),
+            "no web page announced:\n{}",
+            self.stderr()
+        );
+        self.stderr()
+            .lines()
+            .find_map(|l| l.split("web page at ").nth(1).map(|u| u.trim().to_string()))
+            .expect("web page line")
+    }
+
     /// The process's resident set size in KiB, from /proc/PID/status.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
