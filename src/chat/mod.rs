@@ -370,6 +370,7 @@ mod tests {
                 endpoint: "127.0.0.1:0".parse().unwrap(),
                 origins: web::OriginPolicy::default(),
                 hosts: Vec::new(),
+                header_timeout: Duration::from_secs(10),
             }),
         };
         let server =

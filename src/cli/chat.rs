@@ -183,6 +183,12 @@ pub struct ChatArgs {
           value_parser = parse_host_name)]
     pub web_host: Vec<String>,
 
+    /// The web port: a request head must arrive within this (slowloris), and an idle keep-alive
+    /// connection is kept this long
+    #[arg(long, value_name = "TIME", requires = "web", default_value = "10s",
+          value_parser = parse_duration)]
+    pub web_header_timeout: Duration,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -400,6 +406,7 @@ impl ChatArgs {
                 endpoint: endpoint.clone(),
                 origins: OriginPolicy::new(&self.web_origin).map_err(anyhow::Error::msg)?,
                 hosts: self.web_host.clone(),
+                header_timeout: self.web_header_timeout,
             }),
             None => None,
         };

@@ -122,6 +122,11 @@ pub struct ServerArgs {
     /// On shutdown, wait this long for connections to finish before closing them
     #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "5s")]
     pub drain: Duration,
+
+    /// With --tls: a client must finish its TLS handshake within this, or it is cut off (a
+    /// handshake that stops halfway holds no slot for longer)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "10s")]
+    pub handshake_timeout: Duration,
 }
 
 impl ServerArgs {
@@ -166,6 +171,7 @@ impl ServerArgs {
             access,
             tls,
             drain: self.drain,
+            handshake_timeout: self.handshake_timeout,
             ..ServerOptions::default()
         })
     }

@@ -13,6 +13,7 @@ mod gateway;
 mod origin;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Request, State};
@@ -57,6 +58,8 @@ pub struct WebConfig {
     /// Host names served besides the listener's own (`--web-host`; the hosts of `origins` are
     /// served too).
     pub hosts: Vec<String>,
+    /// A request head must arrive within this (slowloris); also the idle keep-alive time.
+    pub header_timeout: Duration,
 }
 
 /// The bound web listener.
@@ -66,6 +69,7 @@ pub struct WebGateway {
     origins: OriginPolicy,
     hosts: Arc<HostPolicy>,
     server: ServerOptions,
+    header_timeout: Duration,
 }
 
 /// What every request handler shares.
@@ -74,6 +78,7 @@ struct Web {
     settings: Arc<ChatSettings>,
     origins: OriginPolicy,
     tls: bool,
+    header_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -96,6 +101,7 @@ impl WebGateway {
             origins: config.origins,
             hosts: Arc::new(hosts),
             server,
+            header_timeout: config.header_timeout,
         })
     }
 
@@ -117,6 +123,7 @@ impl WebGateway {
             settings,
             origins: self.origins,
             tls: self.server.tls.is_some(),
+            header_timeout: self.header_timeout,
         });
         let router = routes(self.hosts);
         net::serve(self.listener, self.server, shutdown, move |conn| {
@@ -176,6 +183,7 @@ async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
     // HTTP/1.1 only (the WebSocket needs it), so HTTP/2 is off even if TLS offered it.
     let opts = HttpOptions {
         write_timeout: Some(web.settings.write_timeout),
+        header_timeout: web.header_timeout,
         http2: false,
         ..HttpOptions::default()
     };
