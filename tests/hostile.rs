@@ -72,12 +72,15 @@ fn http_ok(got: &[u8]) -> bool {
 const ECHO_ASK: &[u8] = b"ping\n";
 const HTTP_ASK: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
+/// A request and how to recognise its answer.
+type Probe<'a> = (&'a [u8], fn(&[u8]) -> bool);
+
 /// Runs `attack` with [`ATTACKERS`] connections while a normal client is measured; every hostile
 /// connection must be closed by the server within `limit`.
 fn under_attack(
     name: &str,
     addr: SocketAddr,
-    normal: (&[u8], fn(&[u8]) -> bool),
+    normal: Probe<'_>,
     limit: Duration,
     attack: fn(&mut TcpStream),
 ) {
