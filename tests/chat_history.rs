@@ -577,6 +577,14 @@ fn history_is_read_when_the_server_cannot_open_files() {
         a.send(&format!("m{i}"));
     }
     a.expect_msg(&nick, "m29");
+    // The server keeps its connections within what the limit allowed at start; lower the limit
+    // under it (as another part of the process holding descriptors would) so that it can open
+    // nothing more.
+    let lowered = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--nofile=24:24"])
+        .status()
+        .expect("prlimit");
+    assert!(lowered.success());
     // Clients take every descriptor left (the rest wait in the listen backlog).
     let crowd: Vec<TcpStream> = (0..100)
         .filter_map(|_| TcpStream::connect_timeout(&server.addr(), WAIT).ok())
