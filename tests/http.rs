@@ -357,6 +357,49 @@ fn ranges_single_multiple_and_unsatisfiable() {
     assert_eq!(got.status, 200);
 }
 
+#[test]
+fn max_ranges_bounds_how_many_ranges_one_request_gets() {
+    let fx = fixture();
+    let all = data(100_000);
+    // The default (16): 16 ranges are served as parts, 17 get the whole file.
+    let server = start(&fx, &[]);
+    let u = url(&server, "/data.bin");
+    let spec = |n: usize| {
+        (0..n)
+            .map(|i| format!("{}-{}", i * 100, i * 100 + 9))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let got = curl(&["-r", &spec(16), &u]);
+    assert_eq!(got.status, 206);
+    let got = curl(&["-r", &spec(17), &u]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, all);
+    drop(server);
+
+    // --max-ranges 2: two are honoured, three are not.
+    let server = start(&fx, &["--max-ranges", "2"]);
+    let u = url(&server, "/data.bin");
+    let got = curl(&["-r", &spec(2), &u]);
+    assert_eq!(got.status, 206);
+    assert!(got
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/byteranges"));
+    let got = curl(&["-r", &spec(3), &u]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, all);
+    drop(server);
+
+    // --max-ranges 0: no ranges at all, and the server says so.
+    let server = start(&fx, &["--max-ranges", "0"]);
+    let u = url(&server, "/data.bin");
+    let got = curl(&["-r", "0-9", &u]);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("accept-ranges"), Some("none"));
+    assert_eq!(got.body, all);
+}
+
 /// Splits a multipart/byteranges body into (content-range, bytes).
 fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
     let delim = format!("--{boundary}");
@@ -463,6 +506,38 @@ fn listing_html_json_and_sorting() {
         .collect();
     assert_eq!(names, [("a.txt", "file", 1), ("bbb.txt", "file", 10)]);
     assert!(list[0]["mtime"].as_str().unwrap().ends_with("GMT"));
+}
+
+#[test]
+fn max_listing_bounds_a_listing_and_says_so() {
+    let fx = fixture();
+    let many = fx.root.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..50 {
+        std::fs::write(many.join(format!("f{i:02}.txt")), "x").unwrap();
+    }
+    let server = start(&fx, &["--max-listing", "20"]);
+    let u = url(&server, "/many/");
+    let got = curl(&[&u]);
+    assert_eq!(got.status, 200);
+    let page = got.text();
+    assert_eq!(page.matches("href=\"./f").count(), 20, "{page}");
+    assert!(page.contains("more than 20 entries"), "{page}");
+    assert_eq!(got.header("x-listing-truncated"), Some("20"));
+    let got = curl(&["-H", "Accept: application/json", &u]);
+    let list: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 20);
+    assert_eq!(got.header("x-listing-truncated"), Some("20"));
+    // A folder within the limit is whole and says nothing.
+    let got = curl(&[&url(&server, "/docs/")]);
+    assert!(got.header("x-listing-truncated").is_none());
+    assert!(!got.text().contains("more than"));
+    drop(server);
+    // The default (10000) shows all 50.
+    let server = start(&fx, &[]);
+    let got = curl(&[&url(&server, "/many/")]);
+    assert_eq!(got.text().matches("href=\"./f").count(), 50);
+    assert!(got.header("x-listing-truncated").is_none());
 }
 
 #[test]

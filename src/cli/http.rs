@@ -49,6 +49,15 @@ pub struct HttpArgs {
     #[arg(long, value_name = "BYTES", default_value_t = sockit::http::DEFAULT_COMPRESS_MIN)]
     pub compress_min: u64,
 
+    /// Most entries one folder listing shows; a bigger folder shows the first ones it yields
+    /// and says so
+    #[arg(long, value_name = "N", default_value_t = sockit::http::DEFAULT_MAX_LISTING, value_parser = clap::value_parser!(usize))]
+    pub max_listing: usize,
+
+    /// Most byte ranges one request may ask for (more get the whole file; 0 = no ranges)
+    #[arg(long, value_name = "N", default_value_t = sockit::http::range::DEFAULT_MAX_RANGES)]
+    pub max_ranges: usize,
+
     /// Ask for a user name and password (HTTP basic auth); use with --tls, or they cross the
     /// network in the clear
     #[arg(
@@ -124,6 +133,8 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     config.follow_symlinks = args.follow_symlinks;
     config.compress = args.compress;
     config.compress_min = args.compress_min;
+    config.max_listing = args.max_listing;
+    config.max_ranges = args.max_ranges;
     config.auth = args.auth;
     config.hosts = args.web_host;
     // Through the binary's one stderr writer, which never blocks on a pipe nobody reads.

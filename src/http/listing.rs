@@ -67,10 +67,14 @@ impl Sort {
 
 /// Reads the visible entries of `dir` (blocking). Dotfiles are left out unless `--hidden`,
 /// symlinks that lead out of the root unless `--follow-symlinks`, names that are not UTF-8
-/// always (no request could name them).
-pub fn read(dir: &Path, policy: &Policy) -> std::io::Result<Vec<Entry>> {
+/// always (no request could name them). At most `max` entries are kept, the first ones the
+/// folder yields; the flag says whether any were left out.
+pub fn read(dir: &Path, policy: &Policy, max: usize) -> std::io::Result<(Vec<Entry>, bool)> {
     let mut out = Vec::new();
     for item in std::fs::read_dir(dir)? {
+        if out.len() >= max {
+            return Ok((out, true));
+        }
         let Ok(item) = item else { continue };
         let Ok(name) = item.file_name().into_string() else {
             continue;
@@ -105,7 +109,7 @@ pub fn read(dir: &Path, policy: &Policy) -> std::io::Result<Vec<Entry>> {
             modified,
         });
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 /// Sorts entries: folders first, then by the key (names break ties).
@@ -202,8 +206,9 @@ a{color:#0645ad}a.dir{font-weight:600}\
 pub const LISTING_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The listing as an HTML page. `shown_path` is the decoded request path (for the title).
-pub fn html(shown_path: &str, entries: &[Entry], current: Sort) -> String {
+/// The listing as an HTML page. `shown_path` is the decoded request path (for the title); `cut`
+/// says the folder holds more than the entries shown (`--max-listing`).
+pub fn html(shown_path: &str, entries: &[Entry], current: Sort, cut: bool) -> String {
     let title = escape(shown_path);
     let mut page = String::with_capacity(1024 + entries.len() * 160);
     let _ = write!(
@@ -260,6 +265,14 @@ pub fn html(shown_path: &str, entries: &[Entry], current: Sort) -> String {
 <td class=\"s\">{size}</td><td class=\"d\">{date}</td></tr>"
         );
     }
-    page.push_str("</tbody></table></body></html>\n");
+    page.push_str("</tbody></table>");
+    if cut {
+        let _ = write!(
+            page,
+            "<p class=\"cut\">This folder holds more than {} entries; only those are shown (the server's --max-listing).</p>",
+            entries.len()
+        );
+    }
+    page.push_str("</body></html>\n");
     page
 }

@@ -81,6 +81,9 @@ const SMALL_FILE: u64 = 64 * 1024;
 const CHUNK: usize = 256 * 1024;
 /// Default smallest file compressed on the fly: below it, the headers outweigh the savings.
 pub const DEFAULT_COMPRESS_MIN: u64 = 1024;
+/// Default most entries one folder listing shows: a folder of millions of files would otherwise
+/// cost a request that much memory and time.
+pub const DEFAULT_MAX_LISTING: usize = 10_000;
 
 /// A validated `sockit http` configuration.
 #[derive(Debug, Clone)]
@@ -98,6 +101,10 @@ pub struct HttpConfig {
     pub compress: bool,
     /// Smallest file compressed on the fly.
     pub compress_min: u64,
+    /// Most entries one listing shows (the first ones the folder yields, then sorted).
+    pub max_listing: usize,
+    /// Most ranges one request may ask for; more get the whole file.
+    pub max_ranges: usize,
     /// Basic auth, `user:pass`.
     pub auth: Option<String>,
     /// Host names served besides the listener's own (`--web-host`); any other `Host` gets 421,
@@ -122,6 +129,8 @@ impl HttpConfig {
             follow_symlinks: false,
             compress: false,
             compress_min: DEFAULT_COMPRESS_MIN,
+            max_listing: DEFAULT_MAX_LISTING,
+            max_ranges: range::DEFAULT_MAX_RANGES,
             auth: None,
             hosts: Vec::new(),
             access_log: None,
@@ -137,6 +146,8 @@ struct Shared {
     listing: bool,
     compress: bool,
     compress_min: u64,
+    max_listing: usize,
+    max_ranges: usize,
     /// `Basic <base64(user:pass)>`'s token, compared in constant time.
     auth: Option<Vec<u8>>,
     /// Which `Host` values name this server.
@@ -221,6 +232,8 @@ impl HttpServer {
                 listing: config.listing,
                 compress: config.compress,
                 compress_min: config.compress_min,
+                max_listing: config.max_listing,
+                max_ranges: config.max_ranges,
                 auth,
                 hosts,
                 log: config.access_log,
@@ -423,6 +436,8 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         listing: shared.listing,
         compress: shared.compress,
         compress_min: shared.compress_min,
+        max_listing: shared.max_listing,
+        max_ranges: shared.max_ranges,
     };
     // Resolving, stat-ing, opening and reading a small file run right here on the async thread,
     // as nginx does them in its event loop: for a file in the page cache they take a few
@@ -482,6 +497,8 @@ struct ListAsk {
     /// The decoded request path, for the title.
     shown: String,
     head: bool,
+    /// Most entries shown.
+    max: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -489,6 +506,8 @@ struct Opts {
     listing: bool,
     compress: bool,
     compress_min: u64,
+    max_listing: usize,
+    max_ranges: usize,
 }
 
 /// A response decided from the file system; its body is made afterwards.
@@ -697,6 +716,7 @@ fn plan(policy: &Policy, opts: Opts, ask: &Ask) -> Plan {
             sort: listing::Sort::from_query(ask.query),
             shown,
             head: ask.head,
+            max: opts.max_listing,
         });
     }
     if ask.rel.trailing_slash {
@@ -730,7 +750,7 @@ fn cannot_open(e: &std::io::Error, forbidden: &'static str) -> Plan {
 }
 
 fn plan_listing(policy: &Policy, ask: ListAsk) -> Plan {
-    let mut entries = match listing::read(&ask.dir, policy) {
+    let (mut entries, cut) = match listing::read(&ask.dir, policy, ask.max) {
         Ok(e) => e,
         Err(e) => {
             tracing::info!(dir = %ask.dir.display(), error = %e, "cannot list");
@@ -740,6 +760,13 @@ fn plan_listing(policy: &Policy, ask: ListAsk) -> Plan {
     listing::sort(&mut entries, ask.sort);
     let mut res = Response::new(());
     let h = res.headers_mut();
+    if cut {
+        // JSON clients learn of the cut from this header; the page says it in words.
+        h.insert(
+            header::HeaderName::from_static("x-listing-truncated"),
+            HeaderValue::from(ask.max),
+        );
+    }
     let body = if ask.json {
         h.insert(
             header::CONTENT_TYPE,
@@ -752,7 +779,7 @@ fn plan_listing(policy: &Policy, ask: ListAsk) -> Plan {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         security_headers(h, listing::LISTING_CSP);
-        listing::html(&ask.shown, &entries, ask.sort).into_bytes()
+        listing::html(&ask.shown, &entries, ask.sort, cut).into_bytes()
     };
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -896,9 +923,16 @@ fn plan_file(
         };
         return Plan::Ready(res, payload);
     }
-    rh.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    rh.insert(
+        header::ACCEPT_RANGES,
+        HeaderValue::from_static(if opts.max_ranges == 0 {
+            "none"
+        } else {
+            "bytes"
+        }),
+    );
     let ranges = match h.get(header::RANGE).and_then(|r| r.to_str().ok()) {
-        Some(r) if range::if_range_holds(h, &v) => range::parse_ranges(r, len),
+        Some(r) if range::if_range_holds(h, &v) => range::parse_ranges(r, len, opts.max_ranges),
         _ => Ranges::Whole,
     };
     match ranges {

@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::header::{self, HeaderMap};
 
-/// At most this many ranges in one request; more are ignored (the whole file is sent), as are
-/// ranges that add up to more than the file: many small or overlapping ranges would make a
-/// multipart answer far larger than the file (Apache's CVE-2011-3192).
-pub const MAX_RANGES: usize = 16;
+/// Default most ranges in one request (`--max-ranges`); more are ignored (the whole file is
+/// sent), as are ranges that add up to more than the file: many small or overlapping ranges would
+/// make a multipart answer far larger than the file (Apache's CVE-2011-3192).
+pub const DEFAULT_MAX_RANGES: usize = 16;
 
 /// What a Range header asks for, given the representation's length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +21,9 @@ pub enum Ranges {
     Unsatisfiable,
 }
 
-/// Parses a Range header value for a representation of `len` bytes.
-pub fn parse_ranges(value: &str, len: u64) -> Ranges {
+/// Parses a Range header value for a representation of `len` bytes, honouring at most
+/// `max_ranges` ranges (0 turns ranges off).
+pub fn parse_ranges(value: &str, len: u64, max_ranges: usize) -> Ranges {
     let Some(specs) = value.trim().strip_prefix("bytes=") else {
         return Ranges::Whole;
     };
@@ -34,7 +35,7 @@ pub fn parse_ranges(value: &str, len: u64) -> Ranges {
             continue;
         }
         count += 1;
-        if count > MAX_RANGES {
+        if count > max_ranges {
             return Ranges::Whole;
         }
         let Some((a, b)) = spec.split_once('-') else {
@@ -183,25 +184,56 @@ mod tests {
     #[test]
     fn ranges() {
         use Ranges::*;
-        assert_eq!(parse_ranges("bytes=0-9", 100), Some(vec![(0, 9)]));
-        assert_eq!(parse_ranges("bytes=90-", 100), Some(vec![(90, 99)]));
-        assert_eq!(parse_ranges("bytes=-10", 100), Some(vec![(90, 99)]));
-        assert_eq!(parse_ranges("bytes=-1000", 100), Some(vec![(0, 99)]));
-        assert_eq!(parse_ranges("bytes=95-200", 100), Some(vec![(95, 99)]));
         assert_eq!(
-            parse_ranges("bytes=0-1, 5-6", 100),
+            parse_ranges("bytes=0-9", 100, DEFAULT_MAX_RANGES),
+            Some(vec![(0, 9)])
+        );
+        assert_eq!(
+            parse_ranges("bytes=90-", 100, DEFAULT_MAX_RANGES),
+            Some(vec![(90, 99)])
+        );
+        assert_eq!(
+            parse_ranges("bytes=-10", 100, DEFAULT_MAX_RANGES),
+            Some(vec![(90, 99)])
+        );
+        assert_eq!(
+            parse_ranges("bytes=-1000", 100, DEFAULT_MAX_RANGES),
+            Some(vec![(0, 99)])
+        );
+        assert_eq!(
+            parse_ranges("bytes=95-200", 100, DEFAULT_MAX_RANGES),
+            Some(vec![(95, 99)])
+        );
+        assert_eq!(
+            parse_ranges("bytes=0-1, 5-6", 100, DEFAULT_MAX_RANGES),
             Some(vec![(0, 1), (5, 6)])
         );
-        assert_eq!(parse_ranges("bytes=100-", 100), Unsatisfiable);
-        assert_eq!(parse_ranges("bytes=-0", 100), Unsatisfiable);
-        assert_eq!(parse_ranges("bytes=0-0", 0), Unsatisfiable);
-        assert_eq!(parse_ranges("bytes=5-1", 100), Whole);
-        assert_eq!(parse_ranges("items=0-1", 100), Whole);
-        assert_eq!(parse_ranges("bytes=x-1", 100), Whole);
-        assert_eq!(parse_ranges("bytes=0-99,0-99", 100), Whole);
+        assert_eq!(
+            parse_ranges("bytes=100-", 100, DEFAULT_MAX_RANGES),
+            Unsatisfiable
+        );
+        assert_eq!(
+            parse_ranges("bytes=-0", 100, DEFAULT_MAX_RANGES),
+            Unsatisfiable
+        );
+        assert_eq!(
+            parse_ranges("bytes=0-0", 0, DEFAULT_MAX_RANGES),
+            Unsatisfiable
+        );
+        assert_eq!(parse_ranges("bytes=5-1", 100, DEFAULT_MAX_RANGES), Whole);
+        assert_eq!(parse_ranges("items=0-1", 100, DEFAULT_MAX_RANGES), Whole);
+        assert_eq!(parse_ranges("bytes=x-1", 100, DEFAULT_MAX_RANGES), Whole);
+        assert_eq!(
+            parse_ranges("bytes=0-99,0-99", 100, DEFAULT_MAX_RANGES),
+            Whole
+        );
         let many = (0..20).map(|i| format!("{i}-{i}")).collect::<Vec<_>>();
         assert_eq!(
-            parse_ranges(&format!("bytes={}", many.join(",")), 100),
+            parse_ranges(
+                &format!("bytes={}", many.join(",")),
+                100,
+                DEFAULT_MAX_RANGES
+            ),
             Whole
         );
     }
