@@ -142,7 +142,7 @@ impl HttpConn {
     }
 }
 
-/// When bytes last moved on a connection, for the HTTP/2 idle close.
+/// When bytes last moved on a connection, for the idle close.
 #[derive(Clone)]
 struct LastActivity {
     start: Instant,
@@ -167,7 +167,16 @@ impl LastActivity {
     }
 }
 
-/// A stream that notes when bytes last moved either way (HTTP/2 only). Bytes, not requests: a
+/// Completes when `last` is `timeout` old (never without a timeout); the caller checks again, as
+/// bytes may have moved meanwhile.
+async fn idle_after(last: &LastActivity, timeout: Option<Duration>) {
+    match timeout {
+        Some(d) => tokio::time::sleep_until(last.at() + d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A stream that notes when bytes last moved either way. Bytes, not requests: a
 /// long download on a connection that starts no new request is not idle.
 struct Activity<S> {
     inner: S,
@@ -271,7 +280,13 @@ pub async fn serve_http<S, B>(
     let service = make_service(info.clone());
     match version {
         HttpVersion::Http1 => {
-            let io = TokioIo::new(stream);
+            // hyper's header read timeout bounds an idle keep-alive connection; the server's
+            // idle timeout (`-i`), when set, is watched on the bytes themselves, as for HTTP/2.
+            let last = LastActivity::new();
+            let io = TokioIo::new(Activity {
+                inner: stream,
+                last: last.clone(),
+            });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -279,16 +294,29 @@ pub async fn serve_http<S, B>(
                 .max_buf_size(opts.max_head.max(8192));
             let http = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(http);
-            tokio::select! {
-                r = http.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %info.peer, error = %e, "http connection ended");
+            loop {
+                tokio::select! {
+                    r = http.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(peer = %info.peer, error = %e, "http connection ended");
+                        }
+                        break;
                     }
-                }
-                _ = shutdown.cancelled() => {
-                    // Finish the request in flight, then close; an upgrade in flight completes.
-                    http.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(opts.shutdown_grace, http).await;
+                    _ = shutdown.cancelled() => {
+                        // Finish the request in flight, then close; an upgrade in flight completes.
+                        http.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(opts.shutdown_grace, http).await;
+                        break;
+                    }
+                    _ = idle_after(&last, idle_timeout) => {
+                        if idle_timeout.is_some_and(|d| last.at() + d > Instant::now()) {
+                            continue;
+                        }
+                        tracing::debug!(peer = %info.peer, "idle http connection closed");
+                        http.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(opts.shutdown_grace, http).await;
+                        break;
+                    }
                 }
             }
         }
@@ -306,8 +334,11 @@ pub async fn serve_http<S, B>(
             let http = builder.serve_connection(io, service);
             tokio::pin!(http);
             let mut told = false;
+            // An HTTP/2 connection without a byte either way for the header timeout, or for the
+            // server's idle timeout when that is shorter, is closed.
+            let quiet = idle_timeout.map_or(opts.header_timeout, |d| d.min(opts.header_timeout));
             loop {
-                let idle_until = last.at() + opts.header_timeout;
+                let idle_until = last.at() + quiet;
                 tokio::select! {
                     r = http.as_mut() => {
                         if let Err(e) = r {
@@ -321,7 +352,7 @@ pub async fn serve_http<S, B>(
                         break;
                     }
                     _ = tokio::time::sleep_until(idle_until) => {
-                        if last.at() + opts.header_timeout > Instant::now() {
+                        if last.at() + quiet > Instant::now() {
                             continue;
                         }
                         // No byte either way for the header timeout (a client that never sends
