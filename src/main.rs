@@ -14,10 +14,31 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // First, so that even a usage error is written through the non-blocking writer (and as JSON
     // when asked).
-    cli::log::init(std::env::args_os().any(|a| a == "--log-json"));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    cli::log::init(
+        args.iter().any(|a| a == "--log-json"),
+        log_queue_arg(&args).unwrap_or(cli::log::QUEUE_LINES),
+    );
     let code = run();
     cli::log::flush(EXIT_FLUSH);
     code
+}
+
+/// `--log-queue N` (or `=N`), read before the arguments are parsed because the writer starts
+/// first; a malformed value is left for the parser to report.
+fn log_queue_arg(args: &[std::ffi::OsString]) -> Option<usize> {
+    let mut it = args.iter().map(|a| a.to_str().unwrap_or(""));
+    while let Some(a) = it.next() {
+        let value = match a.strip_prefix("--log-queue") {
+            Some("") => it.next(),
+            Some(rest) => rest.strip_prefix('='),
+            None => continue,
+        };
+        return value
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| (1..=1_000_000).contains(&n));
+    }
+    None
 }
 
 /// How long the exit waits for the last lines to reach stderr.

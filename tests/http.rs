@@ -1266,3 +1266,75 @@ fn only_hosts_that_name_the_listener_are_served() {
     let got = String::from_utf8_lossy(&raw_exchange(server.addr(), req)).into_owned();
     assert!(got.starts_with("HTTP/1.1 421"), "{got}");
 }
+
+/// `--log-queue`: a stderr nobody reads never slows requests; past the queue, lines are dropped
+/// and their count written once stderr is read again. A queue big enough loses none.
+#[test]
+fn log_queue_bounds_lines_waiting_for_an_unread_stderr() {
+    use std::io::BufRead;
+    const REQUESTS: usize = 3000;
+    let fx = fixture();
+    let dir = fx.root.path().to_str().unwrap().to_string();
+    for (queue, lossy) in [("8", true), ("100000", false)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sockit"))
+            .args(["http", &dir, "-l", "127.0.0.1:0", "--log-queue", queue])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let addr: SocketAddr = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Many requests on one connection while nobody reads stderr: all are answered.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        let mut answered = 0;
+        for _ in 0..REQUESTS / 100 {
+            s.write_all(&request.repeat(100)).unwrap();
+            let want = answered + 100;
+            while answered < want {
+                let n = s.read(&mut buf).expect("requests stalled behind the log");
+                assert!(n > 0, "closed after {answered} answers");
+                got.extend_from_slice(&buf[..n]);
+                let done = got.windows(13).filter(|w| w == b"hello, world\n").count();
+                answered += done;
+                if done > 0 {
+                    let last = got.len()
+                        - got
+                            .windows(13)
+                            .rev()
+                            .position(|w| w == b"hello, world\n")
+                            .unwrap();
+                    got.drain(..last);
+                }
+            }
+        }
+        drop(s);
+        // Now stderr is read: the lines that waited, then (lossy) the count of the lost ones.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        let _ = child.wait();
+        let logged = rest.matches("\"GET /hello.txt HTTP/1.1\" 200").count();
+        let lost = rest.contains("lost") || rest.contains("dropped");
+        if lossy {
+            assert!(
+                lost && logged < REQUESTS,
+                "--log-queue {queue}: {logged} logged, no loss said"
+            );
+        } else {
+            assert_eq!(logged, REQUESTS, "--log-queue {queue}: lines lost");
+            assert!(!lost);
+        }
+    }
+}

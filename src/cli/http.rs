@@ -138,7 +138,8 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     config.auth = args.auth;
     config.hosts = args.web_host;
     // Through the binary's one stderr writer, which never blocks on a pipe nobody reads.
-    config.access_log = (!args.no_access_log).then(|| AccessLog::to_sink(format, log::raw));
+    config.access_log =
+        (!args.no_access_log).then(|| AccessLog::to_sink(format, log::raw, log::queue_lines()));
     config.http = HttpOptions {
         header_timeout: args.header_timeout,
         max_head: args.max_header_size,

@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,8 +23,8 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Lines that may wait for stderr. Past this the program goes on and the lines are lost (and
-/// counted, and the count written once stderr takes lines again).
+/// Default lines that may wait for stderr (`--log-queue`). Past this the program goes on and the
+/// lines are lost (and counted, and the count written once stderr takes lines again).
 pub const QUEUE_LINES: usize = 1024;
 
 enum Msg {
@@ -34,15 +34,24 @@ enum Msg {
 
 static QUEUE: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static JSON: AtomicBool = AtomicBool::new(false);
+static QUEUE_SIZE: AtomicUsize = AtomicUsize::new(QUEUE_LINES);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the writer thread. Called once, first thing in `main`.
-pub fn init(json: bool) {
+/// The size of the stderr queue, for other queues that feed it (the access log's).
+pub fn queue_lines() -> usize {
+    QUEUE_SIZE.load(Ordering::Relaxed)
+}
+
+/// Starts the writer thread with room for `queue` waiting lines. Called once, first thing in
+/// `main`.
+pub fn init(json: bool, queue: usize) {
     JSON.store(json, Ordering::Relaxed);
+    let queue = queue.max(1);
+    QUEUE_SIZE.store(queue, Ordering::Relaxed);
     let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
         return; // no stderr at all: every line is dropped
     };
-    let (tx, rx) = sync_channel::<Msg>(QUEUE_LINES);
+    let (tx, rx) = sync_channel::<Msg>(queue);
     let spawned = std::thread::Builder::new()
         .name("sockit-log".into())
         .spawn(move || {

@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub log_json: bool,
 
+    /// Log lines that may wait for a slow stderr (and, in http, access log lines); past it lines
+    /// are dropped and counted, never waited for
+    #[arg(long, global = true, value_name = "N", default_value_t = log::QUEUE_LINES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..=1_000_000), |n| n as usize))]
+    pub log_queue: usize,
+
     #[command(subcommand)]
     pub tool: Tool,
 }

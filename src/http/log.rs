@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// Lines waiting for the writer thread at most.
-const QUEUE: usize = 8192;
+/// Default most lines waiting for the writer thread (`--log-queue`).
+pub const DEFAULT_QUEUE: usize = 8192;
 
 /// How access log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +84,10 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    /// Writes lines in `format` to `out` on a thread of its own.
-    pub fn to_writer(format: LogFormat, mut out: Box<dyn Write + Send>) -> Self {
-        let (tx, rx) = sync_channel::<Record>(QUEUE);
+    /// Writes lines in `format` to `out` on a thread of its own; at most `queue` lines wait for
+    /// it, more are dropped and counted.
+    pub fn to_writer(format: LogFormat, mut out: Box<dyn Write + Send>, queue: usize) -> Self {
+        let (tx, rx) = sync_channel::<Record>(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let seen = dropped.clone();
         let spawned = std::thread::Builder::new()
@@ -114,7 +115,7 @@ impl AccessLog {
 
     /// Hands each line (without its newline) to `sink` on a thread of its own: for a program
     /// that has its own non-blocking log writer (the `sockit` binary's).
-    pub fn to_sink(format: LogFormat, sink: impl Fn(&str) + Send + 'static) -> Self {
+    pub fn to_sink(format: LogFormat, sink: impl Fn(&str) + Send + 'static, queue: usize) -> Self {
         struct Sink<F>(F, Vec<u8>);
         impl<F: Fn(&str)> Write for Sink<F> {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -129,12 +130,12 @@ impl AccessLog {
                 Ok(())
             }
         }
-        Self::to_writer(format, Box::new(Sink(sink, Vec::new())))
+        Self::to_writer(format, Box::new(Sink(sink, Vec::new())), queue)
     }
 
     /// To standard error, where sockit's servers log.
     pub fn stderr(format: LogFormat) -> Self {
-        Self::to_writer(format, Box::new(std::io::stderr()))
+        Self::to_writer(format, Box::new(std::io::stderr()), DEFAULT_QUEUE)
     }
 
     /// Queues one line; never waits.
