@@ -11,6 +11,12 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: a server's request path allocates and frees many small
+/// buffers across threads; glibc's malloc and free were 7% of `sockit http`'s CPU under wrk
+/// (perf record, bench/http.sh's 1 KiB case).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // First, so that even a usage error is written through the non-blocking writer (and as JSON
     // when asked).
