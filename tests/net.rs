@@ -365,7 +365,7 @@ mod library {
     use sockit::echo::{EchoConfig, EchoServer, Transport};
     use sockit::net::tls::{ClientTls, ServerTls};
     use sockit::net::{
-        connect, serve, AccessList, ConnectOptions, Endpoint, Listener, ServerOptions,
+        accept_one, connect, serve, AccessList, ConnectOptions, Endpoint, Listener, ServerOptions,
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::sync::CancellationToken;
@@ -538,5 +538,71 @@ mod library {
         let mut rest = Vec::new();
         let r = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
         assert!(r.is_ok(), "cut connection left open");
+    }
+
+    /// `accept_one` hands over the first client that passes allow/deny and its TLS handshake:
+    /// a denied client and one that stalls its handshake are skipped, not returned, and the
+    /// next good client gets the connection.
+    #[tokio::test]
+    async fn accept_one_returns_the_first_admitted_client() {
+        let tls = ServerTls::self_signed(&[], &[]).unwrap();
+        let fp = tls.fingerprint().to_string();
+        let mut access = AccessList::default();
+        access.deny("127.0.0.2").unwrap();
+        let opts = ServerOptions {
+            access,
+            tls: Some(tls),
+            handshake_timeout: Duration::from_millis(300),
+            ..ServerOptions::default()
+        };
+        let listener = Listener::bind(&local()).await.unwrap();
+        let ep = listener.local_addr().endpoint();
+        let token = CancellationToken::new();
+        let accepting = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let conn = accept_one(&listener, &opts, &token).await;
+                (conn, listener)
+            })
+        };
+        // Denied by address: dropped at once.
+        let denied = ConnectOptions {
+            source: Some("127.0.0.2".parse().unwrap()),
+            timeout: Some(Duration::from_secs(5)),
+            tls: None,
+        };
+        let mut refused = connect(&ep, &denied).await.unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "denied client left open");
+        // Allowed, but never starts its handshake: cut after the handshake timeout.
+        let mut stalled = connect(&ep, &ConnectOptions::default()).await.unwrap();
+        let good = ConnectOptions {
+            timeout: Some(Duration::from_secs(5)),
+            source: None,
+            tls: Some(ClientTls {
+                fingerprint: Some(fp),
+                ..ClientTls::default()
+            }),
+        };
+        let mut client = connect(&ep, &good).await.unwrap();
+        let (conn, listener) = tokio::time::timeout(Duration::from_secs(5), accepting)
+            .await
+            .expect("accept_one never returned")
+            .unwrap();
+        let mut conn = conn.expect("no connection");
+        assert_eq!(conn.peer.to_string().split(':').next(), Some("127.0.0.1"));
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        conn.stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        let r = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "stalled handshake left open");
+        // Cancelled while waiting: None.
+        let token2 = CancellationToken::new();
+        token2.cancel();
+        let none = accept_one(&listener, &ServerOptions::default(), &token2).await;
+        assert!(none.is_none());
+        drop(token);
     }
 }

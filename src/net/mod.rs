@@ -58,7 +58,7 @@ pub use proxy::{connect_via, Proxy, ProxyKind};
 pub use rate::{AddrBuckets, RateLimit, TokenBucket};
 pub use rlimit::raise_fd_limit;
 pub use sendq::{send_queue, PushError, SendQueue, SendQueueReader};
-pub use server::{serve, Conn, ServerOptions};
+pub use server::{accept_one, serve, Conn, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};
 pub use stream::{connect, ConnectOptions, Stream};
 pub use udp::{bind_udp, ServerSocket};

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admit::{AddrLimits, ConnSlots, Refusal};
+use super::admit::{AddrLimits, Admitted, ConnSlots, Refusal};
 use super::tls::ServerTls;
 use super::{AccessList, Listener, PeerAddr, Stream, DEFAULT_DRAIN};
 
@@ -163,37 +163,8 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        if let PeerAddr::Inet(addr) = &peer {
-            if !opts.access.permits(addr.ip()) {
-                tracing::info!(%peer, "refused by allow/deny rules");
-                continue;
-            }
-        }
-        let permit = match slots.admit(&peer) {
-            Ok(permit) => permit,
-            Err(why) => {
-                refusals.note(&peer, why, slots.max());
-                let msg = match why {
-                    Refusal::Full => opts.busy_message.as_ref(),
-                    _ => opts
-                        .addr_limit_message
-                        .as_ref()
-                        .or(opts.busy_message.as_ref()),
-                };
-                // Not over TLS: the client expects a handshake, and plain text would be noise to it.
-                if let (Some(msg), None) = (msg, &opts.tls) {
-                    // Best effort and never blocking: the accept loop must not wait on a refused
-                    // client.
-                    if let Stream::Tcp(tcp) = &stream {
-                        let _ = tcp.try_write(msg);
-                    } else {
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg))
-                                .await;
-                    }
-                }
-                continue;
-            }
+        let Some(permit) = screen(&opts, &slots, &mut refusals, &peer, &mut stream).await else {
+            continue;
         };
         tracing::debug!(%peer, "accepted");
         let handler = handler.clone();
@@ -205,22 +176,9 @@ pub async fn serve<H, F>(
         tracker.spawn(async move {
             let _permit = permit;
             let work = async move {
-                let stream = match (tls, stream) {
-                    (Some(tls), Stream::Tcp(tcp)) => {
-                        let hs = tls.acceptor().accept(tcp);
-                        match tokio::time::timeout(handshake_timeout, hs).await {
-                            Ok(Ok(s)) => Stream::TlsServer(Box::new(s)),
-                            Ok(Err(e)) => {
-                                tracing::info!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        }
-                    }
-                    (_, stream) => stream,
+                let Some(stream) = handshake(tls.as_ref(), stream, &peer, handshake_timeout).await
+                else {
+                    return;
                 };
                 handler(Conn {
                     stream,
@@ -252,4 +210,122 @@ pub async fn serve<H, F>(
         tracker.wait().await;
     }
     tracing::info!(listener = %local, "stopped");
+}
+
+/// Allow/deny and the connection limits for one accepted connection: its slot, or `None` when it
+/// is refused (told `busy_message` where the protocol allows; the refusal logged, rate-limited).
+async fn screen(
+    opts: &ServerOptions,
+    slots: &ConnSlots,
+    refusals: &mut RefusalLog,
+    peer: &PeerAddr,
+    stream: &mut Stream,
+) -> Option<Admitted> {
+    if let PeerAddr::Inet(addr) = peer {
+        if !opts.access.permits(addr.ip()) {
+            tracing::info!(%peer, "refused by allow/deny rules");
+            return None;
+        }
+    }
+    match slots.admit(peer) {
+        Ok(permit) => Some(permit),
+        Err(why) => {
+            refusals.note(peer, why, slots.max());
+            let msg = match why {
+                Refusal::Full => opts.busy_message.as_ref(),
+                _ => opts
+                    .addr_limit_message
+                    .as_ref()
+                    .or(opts.busy_message.as_ref()),
+            };
+            // Not over TLS: the client expects a handshake, and plain text would be noise to it.
+            if let (Some(msg), None) = (msg, &opts.tls) {
+                // Best effort and never blocking: the accept loop must not wait on a refused
+                // client.
+                if let Stream::Tcp(tcp) = &*stream {
+                    let _ = tcp.try_write(msg);
+                } else {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), stream.write_all(msg))
+                        .await;
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The TLS handshake when the server speaks TLS (bounded by `timeout`); `None` when it fails.
+async fn handshake(
+    tls: Option<&ServerTls>,
+    stream: Stream,
+    peer: &PeerAddr,
+    timeout: Duration,
+) -> Option<Stream> {
+    match (tls, stream) {
+        (Some(tls), Stream::Tcp(tcp)) => {
+            match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
+                Ok(Ok(s)) => Some(Stream::TlsServer(Box::new(s))),
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    None
+                }
+            }
+        }
+        (_, stream) => Some(stream),
+    }
+}
+
+/// Waits for ONE connection that passes what [`serve`] applies to each (allow/deny, the
+/// per-address limits, the TLS handshake within `handshake_timeout`) and returns it; clients
+/// refused or failing their handshake meanwhile are dropped and the wait goes on. `None` when
+/// `shutdown` is cancelled first. For tools that serve exactly one peer (`listen` without `-k`,
+/// `recv`, `send --listen`): the caller drops the listener when it has its connection, so later
+/// clients are refused by the kernel, as ncat's are.
+///
+/// Handshakes run one at a time: a client that stalls its handshake delays the next by at most
+/// `handshake_timeout`, and holds nothing after.
+pub async fn accept_one(
+    listener: &Listener,
+    opts: &ServerOptions,
+    shutdown: &CancellationToken,
+) -> Option<Conn> {
+    // One slot, and the per-address limits: a reconnect loop is still slowed down.
+    let slots = ConnSlots::new(1, opts.per_addr.clone());
+    let mut refusals = RefusalLog::default();
+    let local = listener.local_addr();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(listener = %local, error = %e, "accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(permit) = screen(opts, &slots, &mut refusals, &peer, &mut stream).await else {
+            continue;
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            s = handshake(opts.tls.as_ref(), stream, &peer, opts.handshake_timeout) => s,
+        };
+        drop(permit);
+        let Some(stream) = stream else { continue };
+        tracing::debug!(%peer, "accepted");
+        return Some(Conn {
+            stream,
+            peer,
+            shutdown: shutdown.clone(),
+            idle_timeout: opts.idle_timeout,
+        });
+    }
 }

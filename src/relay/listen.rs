@@ -3,7 +3,7 @@
 //! serves many at once until stopped. The accept loop is the net layer's [`net::serve`], so
 //! allow/deny, the connection limit and TLS work as in every sockit server.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -54,8 +54,6 @@ pub struct RelayServer {
     socket: ServerSocket,
     config: ListenConfig,
 }
-
-type Outcome = Arc<Mutex<Option<Result<Ended, NetError>>>>;
 
 impl RelayServer {
     /// Opens the socket; clients may connect from now on (the kernel queues them).
@@ -111,83 +109,40 @@ impl RelayServer {
 /// listener closes once it is accepted, as ncat's does.
 async fn serve_one(
     listener: net::Listener,
-    mut server: ServerOptions,
+    server: ServerOptions,
     relay: RelayOptions,
     attach: Attach,
     shutdown: CancellationToken,
 ) -> Result<Ended, NetError> {
-    server.max_conns = 1;
-    // The relay outlives the accept loop (stopped as soon as the client is in), so the loop's
-    // drain time must not cut it; only `shutdown` ends it early.
-    server.drain = std::time::Duration::from_secs(365 * 24 * 3600);
-    let stop_serving = shutdown.child_token();
-    let outcome: Outcome = Arc::default();
-    let (flushed, slot) = match attach {
+    let Some(conn) = net::accept_one(&listener, &server, &shutdown).await else {
+        return Ok(Ended::Interrupted);
+    };
+    // This connection is the one: later clients are refused by the kernel.
+    drop(listener);
+    let peer = conn.peer.to_string();
+    tracing::info!("connection from {peer}");
+    match attach {
         Attach::Io(Local {
             input,
             output,
             flushed,
-        }) => (
-            Some(flushed),
-            Slot::Io(Mutex::new(Some(Sides {
+        }) => {
+            let sides = Sides {
                 input: input.into(),
                 output,
                 command: false,
-            }))),
-        ),
-        Attach::Exec(spec) => (None, Slot::Exec(spec)),
-    };
-    let slot = Arc::new(slot);
-    let relay = Arc::new(relay);
-    {
-        let outcome = outcome.clone();
-        let stop_serving = stop_serving.clone();
-        net::serve(listener, server, stop_serving.clone(), move |conn| {
-            let slot = slot.clone();
-            let relay = relay.clone();
-            let outcome = outcome.clone();
-            let stop_serving = stop_serving.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                // Stop accepting at once (the listening socket closes, as ncat's does): this
-                // connection is the one.
-                stop_serving.cancel();
-                let peer = conn.peer.to_string();
-                let result = match &*slot {
-                    Slot::Io(sides) => {
-                        let Some(sides) = sides.lock().ok().and_then(|mut s| s.take()) else {
-                            return;
-                        };
-                        tracing::info!("connection from {peer}");
-                        relay_stream(conn.stream, sides, &relay, relay.crlf, &peer, &shutdown).await
-                    }
-                    Slot::Exec(spec) => {
-                        tracing::info!("connection from {peer}");
-                        exec_conn(conn, spec, &relay, &shutdown).await
-                    }
-                };
-                if let Ok(mut o) = outcome.lock() {
-                    o.get_or_insert(result);
-                }
+            };
+            let result =
+                relay_stream(conn.stream, sides, &relay, relay.crlf, &peer, &shutdown).await;
+            // What was received before a failure is still printed; an interrupted relay does
+            // not wait.
+            if !matches!(result, Ok(Ended::Interrupted)) {
+                flushed.wait().await;
             }
-        })
-        .await;
+            result
+        }
+        Attach::Exec(spec) => exec_conn(conn, &spec, &relay, &shutdown).await,
     }
-    let result = outcome
-        .lock()
-        .ok()
-        .and_then(|mut o| o.take())
-        .unwrap_or(Ok(Ended::Interrupted));
-    // What was received before a failure is still printed; an interrupted relay does not wait.
-    if let (Some(flushed), false) = (flushed, matches!(result, Ok(Ended::Interrupted))) {
-        flushed.wait().await;
-    }
-    result
-}
-
-enum Slot {
-    Io(Mutex<Option<Sides>>),
-    Exec(ExecSpec),
 }
 
 /// Many connections at once until `shutdown`: with a command, one per connection; otherwise every
