@@ -184,9 +184,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut head = [0u8; 5];
     read_exact(r, &mut head, "a frame").await?;
     let (kind, len) = parse_head(head)?;
+    // Read into spare capacity: zeroing a megabyte per chunk first cost a tenth of the CPU.
     buf.clear();
-    buf.resize(len, 0);
-    read_exact(r, &mut buf[..], "a frame").await?;
+    buf.reserve(len);
+    let mut body = (&mut *r).take(len as u64);
+    while buf.len() < len {
+        match body.read_buf(buf).await {
+            Ok(0) => {
+                return Err(TransferError::Cut(
+                    "the connection closed in a frame".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(TransferError::Net(e)),
+        }
+    }
     parse_body(kind, buf.split().freeze())
 }
 
