@@ -24,3 +24,4 @@ pub mod fuzzing;
 pub mod http;
 pub mod net;
 pub mod relay;
+pub mod transfer;

@@ -10,6 +10,7 @@ mod echo;
 mod http;
 pub mod log;
 mod relay;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -66,6 +67,12 @@ pub enum Tool {
     /// Netcat server: one connection (or many with -k) to stdin/stdout, or a command per connection
     #[command(after_help = relay::LISTEN_EXAMPLES)]
     Listen(relay::ListenArgs),
+    /// Send files and folders to `sockit recv` (or serve them with --listen), verified, resumable
+    #[command(after_help = transfer::SEND_EXAMPLES)]
+    Send(transfer::SendArgs),
+    /// Receive files and folders from `sockit send` (or the tutorial's md5 sender) into a folder
+    #[command(after_help = transfer::RECV_EXAMPLES)]
+    Recv(transfer::RecvArgs),
     /// Load generators: measure a server's throughput, latency and CPU cost
     Bench(bench::BenchArgs),
     /// Shell completions: `source <(sockit completions bash)`
@@ -84,6 +91,8 @@ impl Tool {
             Tool::Http(args) => http::run(args).await,
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
+            Tool::Send(args) => transfer::send(args).await,
+            Tool::Recv(args) => transfer::recv(args).await,
             Tool::Bench(args) => bench::run(args).await,
             Tool::Completions(args) => docs::completions(args),
             Tool::Man(args) => docs::man(args),
@@ -94,7 +103,10 @@ impl Tool {
     pub fn is_server(&self) -> bool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
-            Tool::Echo(_) | Tool::Daytime(_) | Tool::Http(_) | Tool::Listen(_) => true,
+            Tool::Echo(_) | Tool::Daytime(_) | Tool::Http(_) | Tool::Listen(_) | Tool::Recv(_) => {
+                true
+            }
+            Tool::Send(args) => args.listen.is_some(),
             Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
         }
     }
