@@ -593,6 +593,8 @@ enum Tamper {
     /// Flips one byte in the middle of the first file-data frame (kind 1) of the upstream, which
     /// it parses as the contract's frames.
     FlipData,
+    /// Forwards this many upstream bytes, then cuts the connection (both ways).
+    CutAt(u64),
 }
 
 /// A TCP proxy on 127.0.0.1:0 to `target`: counts the upstream bytes of each connection,
@@ -779,6 +781,14 @@ fn pump(
         if tamper == Tamper::FlipData {
             scan.scan(&mut buf[..n], &flipped);
         }
+        let mut n = n;
+        let mut cut = false;
+        if let Tamper::CutAt(at) = tamper {
+            if sent + n as u64 >= at {
+                n = (at - sent) as usize;
+                cut = true;
+            }
+        }
         {
             let mut cap = captured.lock().unwrap();
             // Bounded capture: the handshake and the start of the data are what matter.
@@ -791,6 +801,9 @@ fn pump(
         }
         sent += n as u64;
         count.fetch_add(n as u64, Ordering::SeqCst);
+        if cut {
+            break;
+        }
         // Throttling (not synchronisation): keep the upstream at or under the rate.
         let r = rate.load(Ordering::SeqCst);
         if r > 0 {
@@ -1158,6 +1171,7 @@ fn resume_after_the_sender_is_killed() {
     assert_same(&src, &out.join("big.bin"));
     assert!(partials_of(&out.join("big.bin")).is_empty());
     let again = proxy.upstream(1);
+    eprintln!("resume (sender killed): held {kept}, the rerun sent {again} of {RESUME_SIZE}");
     assert!(
         again <= RESUME_SIZE - kept + RESUME_SLACK,
         "the rerun sent {again} bytes for a {RESUME_SIZE}-byte file of which the receiver held {kept}: not resumed"
@@ -1200,6 +1214,7 @@ fn resume_after_the_receiver_is_killed() {
     assert!(r.ok(), "the new receiver: {r}");
     assert_same(&src, &out.join("big.bin"));
     let again = proxy2.upstream(0);
+    eprintln!("resume (receiver killed): held {kept}, the rerun sent {again} of {RESUME_SIZE}");
     assert!(
         again <= RESUME_SIZE - kept + RESUME_SLACK,
         "the rerun sent {again} bytes, the receiver held {kept} of {RESUME_SIZE}: not resumed"
@@ -1230,6 +1245,11 @@ fn a_changed_source_restarts_the_file_instead_of_splicing() {
     let s = start_send(&[&src], proxy.addr, &[]).finish(LONG);
     assert!(s.ok(), "the rerun: {s}");
     assert_same(&src, &out.join("big.bin"));
+    let again = proxy.upstream(1);
+    assert!(
+        again >= RESUME_SIZE,
+        "the rerun sent only {again} bytes of the changed {RESUME_SIZE}-byte file"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1621,6 +1641,10 @@ exit $rc"#;
         "the error does not mention space: {r}"
     );
     let listed = fs::read_to_string(&listing).unwrap();
+    eprintln!(
+        "full disk: recv said {:?}; the tmpfs held:\n{listed}",
+        r.stderr.trim()
+    );
     let mut partial = None;
     for line in listed.lines() {
         let (size, name) = line.split_once(' ').unwrap();
@@ -1703,6 +1727,20 @@ fn legacy_md5_sender_to_recv() {
     let r = recv.finish(SHORT);
     assert!(r.ok(), "recv --legacy-name: {r}");
     assert_same(&file, &out.join("photo.jpg"));
+
+    // DIR/received is there now: another legacy file does not replace it without --overwrite.
+    let other = tmp.path().join("other.bin");
+    write_random(&other, 1000, 94);
+    let (recv, addr) = start_recv(&out, &[]);
+    py_legacy_send(addr, &other, false);
+    let r = recv.finish(SHORT);
+    assert_eq!(r.code, Some(1), "legacy onto an existing file: {r}");
+    assert_same(&file, &out.join("received"));
+    let (recv, addr) = start_recv(&out, &["--overwrite"]);
+    py_legacy_send(addr, &other, false);
+    let r = recv.finish(SHORT);
+    assert!(r.ok(), "legacy --overwrite: {r}");
+    assert_same(&other, &out.join("received"));
 }
 
 #[test]
@@ -2012,4 +2050,151 @@ fn recv_deny_refuses_the_sender() {
     drop(recv);
     assert!(!s.ok() && s.code.is_some(), "{s}");
     assert!(!out.join("f.bin").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// More from the issue: a cut at any byte, compression, the summary line, bounded memory
+
+/// The real sender's stream cut at many points (in the handshake, the offer, the data, between
+/// files): recv fails, and every final file there is is whole (the same as its source).
+#[test]
+fn a_stream_cut_at_any_byte_never_leaves_a_bad_final_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    write_random(&src.join("a.bin"), 300_000, 131);
+    write_random(&src.join("b/c.bin"), 2 * MIB + 1, 132);
+    write_random(&src.join("b/d.bin"), 10, 133);
+    let total = 300_000 + 2 * MIB + 11;
+    let mut rng = Rng::new(134);
+    let mut cuts = vec![1u64, 8, 9, 10, 14, 60, 200, 400, 1000, 300_400, total - 10];
+    cuts.extend((0..6).map(|_| rng.below(total)));
+    let mut problems = Vec::new();
+    for cut in cuts {
+        let out = tmp.path().join(format!("out-{cut}"));
+        fs::create_dir_all(&out).unwrap();
+        let (recv, raddr) = start_recv(&out, &[]);
+        let proxy = Proxy::start(raddr, Tamper::CutAt(cut));
+        let s = start_send(&[&src], proxy.addr, &[]).finish(SHORT);
+        let r = recv.finish(SHORT);
+        if s.ok() || r.ok() || r.code.is_none() || s.code.is_none() {
+            problems.push(format!(
+                "cut at {cut}: send {:?}, recv {:?}",
+                s.code, r.code
+            ));
+        }
+        for (rel, meta) in walk(&out) {
+            if meta.is_file() && !rel.ends_with(".sockit-part") {
+                if let Err(e) = same_content(
+                    &src.join(rel.strip_prefix("tree/").unwrap_or(&rel)),
+                    &out.join(&rel),
+                ) {
+                    problems.push(format!("cut at {cut}: a bad final file: {e}"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// --compress: text shrinks on the wire; random data is not made bigger (sent raw).
+#[test]
+fn compress_pays_for_itself_and_is_skipped_for_random_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let text = tmp.path().join("log.txt");
+    let lines: String = (0..200_000)
+        .map(|i| format!("2026-12-03 line {i}: GET /index.html 200\n"))
+        .collect();
+    fs::write(&text, &lines).unwrap();
+    let noise = tmp.path().join("noise.bin");
+    write_random(&noise, 4 * MIB, 141);
+
+    for (file, shrinks) in [(&text, true), (&noise, false)] {
+        let (recv, raddr) = start_recv(&out, &[]);
+        let proxy = Proxy::start(raddr, Tamper::Nothing);
+        let s = start_send(&[file], proxy.addr, &["--compress"]).finish(SHORT);
+        let r = recv.finish(SHORT);
+        assert!(s.ok(), "send --compress: {s}");
+        assert!(r.ok(), "recv: {r}");
+        assert_same(file, &out.join(file.file_name().unwrap()));
+        let size = fs::metadata(file).unwrap().len();
+        let wire = proxy.upstream(0);
+        if shrinks {
+            assert!(
+                wire < size / 4,
+                "{} bytes of text took {wire} bytes on the wire with --compress",
+                size
+            );
+        } else {
+            assert!(
+                wire < size + size / 50 + 64 * 1024,
+                "{size} random bytes took {wire} on the wire with --compress"
+            );
+        }
+    }
+}
+
+/// Without --json: nothing on stdout and one summary line (with MB/s) on stderr.
+#[test]
+fn the_summary_is_one_line_without_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let file = tmp.path().join("f.bin");
+    write_random(&file, 100_000, 151);
+    let (recv, addr) = start_recv(&out, &[]);
+    let s = start_send(&[&file], addr, &[]).finish(SHORT);
+    let r = recv.finish(SHORT);
+    assert!(s.ok() && r.ok(), "{s}\n{r}");
+    for (who, d) in [("send", &s), ("recv", &r)] {
+        assert!(d.stdout.is_empty(), "{who} wrote to stdout: {d}");
+        let summaries = d.stderr.lines().filter(|l| l.contains("MB/s")).count();
+        assert_eq!(summaries, 1, "{who}: {d}");
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Bounded memory: neither end holds the file in RAM (a 160 MiB file, both ends well under it).
+#[test]
+fn memory_stays_bounded_whatever_the_file_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let file = tmp.path().join("big.bin");
+    write_random(&file, 160 * MIB, 161);
+    let (mut recv, raddr) = start_recv(&out, &[]);
+    let proxy = Proxy::start(raddr, Tamper::Nothing);
+    // Slow enough to sample: about two seconds.
+    proxy.throttle(80 * MIB);
+    let mut send = start_send(&[&file], proxy.addr, &[]);
+    let (mut max_send, mut max_recv) = (0, 0);
+    let deadline = Instant::now() + LONG;
+    while send.running() || recv.running() {
+        assert!(Instant::now() < deadline, "the transfer took too long");
+        max_send = max_send.max(rss_kib(send.child.id()).unwrap_or(0));
+        max_recv = max_recv.max(rss_kib(recv.child.id()).unwrap_or(0));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let s = send.finish(SHORT);
+    let r = recv.finish(SHORT);
+    assert!(s.ok() && r.ok(), "{s}\n{r}");
+    assert_same(&file, &out.join("big.bin"));
+    eprintln!("memory: send at most {max_send} KiB, recv at most {max_recv} KiB resident");
+    assert!(
+        max_send < 64 * 1024,
+        "send held {max_send} KiB for a 160 MiB file"
+    );
+    assert!(
+        max_recv < 64 * 1024,
+        "recv held {max_recv} KiB for a 160 MiB file"
+    );
 }
