@@ -10,6 +10,9 @@ mod echo;
 mod http;
 pub mod log;
 mod relay;
+pub mod scan;
+
+use std::sync::atomic::AtomicU8;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -66,6 +69,9 @@ pub enum Tool {
     /// Netcat server: one connection (or many with -k) to stdin/stdout, or a command per connection
     #[command(after_help = relay::LISTEN_EXAMPLES)]
     Listen(relay::ListenArgs),
+    /// TCP port scanner: connect scan of many hosts and ports, service names, banners, JSON
+    #[command(after_help = scan::EXAMPLES)]
+    Scan(scan::ScanArgs),
     /// Load generators: measure a server's throughput, latency and CPU cost
     Bench(bench::BenchArgs),
     /// Shell completions: `source <(sockit completions bash)`
@@ -84,6 +90,7 @@ impl Tool {
             Tool::Http(args) => http::run(args).await,
             Tool::Connect(args) => relay::connect(args).await,
             Tool::Listen(args) => relay::listen(args).await,
+            Tool::Scan(args) => scan::run(args).await,
             Tool::Bench(args) => bench::run(args).await,
             Tool::Completions(args) => docs::completions(args),
             Tool::Man(args) => docs::man(args),
@@ -95,7 +102,11 @@ impl Tool {
         match self {
             Tool::Chat(args) => args.action.is_none(),
             Tool::Echo(_) | Tool::Daytime(_) | Tool::Http(_) | Tool::Listen(_) => true,
-            Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
+            Tool::Connect(_)
+            | Tool::Scan(_)
+            | Tool::Bench(_)
+            | Tool::Completions(_)
+            | Tool::Man(_) => false,
         }
     }
 
@@ -113,6 +124,9 @@ impl Tool {
         matches!(self, Tool::Chat(chat::ChatArgs { action: Some(chat::ChatAction::Join(join)), .. }) if join.is_tui())
     }
 }
+
+/// `-v` as counted on the command line, for tools whose output (not only their log) it changes.
+pub static VERBOSE: AtomicU8 = AtomicU8::new(0);
 
 /// A usage error found after parsing (exit 2), said in one line.
 #[derive(Debug, thiserror::Error)]
