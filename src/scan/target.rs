@@ -75,6 +75,15 @@ impl Target {
                 return Ok(Target::Range(first, last));
             }
         }
+        // RFC 1123 labels: a name cannot begin or end a label with a hyphen (a leading one is
+        // more likely a mistyped flag).
+        let labels_ok = t
+            .trim_end_matches('.')
+            .split('.')
+            .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+        if !labels_ok {
+            return Err(bad("not a host name, address, CIDR range or address range"));
+        }
         crate::net::parse_host_name(t)
             .map(Target::Name)
             .map_err(|_| bad("not a host name, address, CIDR range or address range"))
