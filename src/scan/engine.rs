@@ -623,7 +623,12 @@ async fn probe(shared: Arc<Shared>, item: Item, slot: Slot) {
     let connected = connect_addr_timeout(addr, None, limit).await;
     let took = start.elapsed();
     let outcome = match connected {
-        Ok(stream) if is_self_connect(&stream) => Outcome::SelfConnect,
+        Ok(stream) if is_self_connect(&stream) => {
+            // Closed with a reset, so the pair of equal ports does not linger in TIME_WAIT and
+            // the retry (or the next scan) can have that source port again.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            Outcome::SelfConnect
+        }
         Ok(stream) => match shared.banner {
             Some(cfg) => Outcome::Open(read_banner(stream, cfg, &shared.done).await),
             None => Outcome::Open(None),
