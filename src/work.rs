@@ -50,6 +50,15 @@ impl Gate {
         }
     }
 
+    /// A free slot now, if there is one.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let permit = self.sem.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            gate: self.clone(),
+        })
+    }
+
     /// The current limit.
     pub fn limit(&self) -> usize {
         self.lock().limit

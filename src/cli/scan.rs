@@ -114,6 +114,10 @@ pub struct ScanArgs {
     #[arg(long)]
     pub no_progress: bool,
 
+    /// Lanes starting connects [default: one per CPU]
+    #[arg(long, hide = true, value_name = "N", value_parser = parse_count)]
+    pub lanes: Option<usize>,
+
     /// Let concurrency go past the open-file limit (to test the scanner at EMFILE)
     #[arg(long, hide = true)]
     pub ignore_fd_limit: bool,
@@ -228,6 +232,7 @@ pub async fn run(args: ScanArgs) -> Result<()> {
         max_bytes: args.banner_bytes,
     });
     config.keep_all = verbose;
+    config.lanes = args.lanes;
 
     let cancel = CancellationToken::new();
     {

@@ -52,6 +52,10 @@ pub const MIN_WINDOW: usize = 16;
 const SELF_CONNECT_TRIES: u8 = 5;
 /// With no probe ending for this long, something holds every descriptor: the scan stops, saying so.
 const STALL: Duration = Duration::from_secs(60);
+/// Results a lane collects before it hands them to the collector...
+const BATCH: usize = 256;
+/// ...or after this long, so results still come as they are found.
+const BATCH_AGE: Duration = Duration::from_millis(5);
 /// After some of a banner has arrived, how long to wait for more of it.
 const BANNER_QUIET: Duration = Duration::from_millis(150);
 
@@ -319,7 +323,8 @@ struct Shared {
     default_timeout: AtomicU64,
     banner: Option<BannerConfig>,
     done: CancellationToken,
-    tx: mpsc::UnboundedSender<Probed>,
+    /// Results, in batches: a message per probe would be a futex wake-up per port.
+    tx: mpsc::UnboundedSender<Vec<Probed>>,
 }
 
 impl Shared {
@@ -455,24 +460,31 @@ pub async fn run(
     let mut outstanding = total;
     let mut last_progress = Instant::now();
     let mut last_resource_note: Option<Instant> = None;
+    let mut batch = Vec::new().into_iter();
     while outstanding > 0 {
-        let probed = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                report.interrupted = true;
-                break;
-            }
-            probed = rx.recv() => match probed {
-                Some(p) => p,
-                None => break,
+        let probed = match batch.next() {
+            Some(p) => p,
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    report.interrupted = true;
+                    break;
+                }
+                probed = rx.recv() => match probed {
+                    Some(b) => {
+                        batch = b.into_iter();
+                        continue;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until((last_progress + STALL).into()) => {
+                    shared.done.cancel();
+                    return Err(ScanError::Stalled(format!(
+                        "no port got a result for {STALL:?} ({} out of descriptors; is something else holding them?)",
+                        report.out_of_resources
+                    )));
+                }
             },
-            _ = tokio::time::sleep_until((last_progress + STALL).into()) => {
-                shared.done.cancel();
-                return Err(ScanError::Stalled(format!(
-                    "no port got a result for {STALL:?} ({} out of descriptors; is something else holding them?)",
-                    report.out_of_resources
-                )));
-            }
         };
         let (host, addr) = shared.addr(probed.item);
         let item = probed.item;
@@ -575,6 +587,16 @@ pub async fn run(
 /// A lane: takes probes off the queue and starts them, finishing inline the ones whose outcome
 /// is already known and handing the rest to their own tasks.
 async fn lane(shared: Arc<Shared>) {
+    let mut out: Vec<Probed> = Vec::with_capacity(BATCH);
+    let mut since_flush = Instant::now();
+    let flush = |out: &mut Vec<Probed>, since: &mut Instant| {
+        if !out.is_empty() {
+            let _ = shared
+                .tx
+                .send(std::mem::replace(out, Vec::with_capacity(BATCH)));
+        }
+        *since = Instant::now();
+    };
     loop {
         let item = loop {
             let notified = shared.work.notified();
@@ -583,15 +605,23 @@ async fn lane(shared: Arc<Shared>) {
             if let Some(item) = shared.take_item() {
                 break item;
             }
-            // Nothing queued now; retries may come back from probes in flight.
+            // Nothing queued now; retries may come back from probes in flight. What this lane
+            // holds goes to the collector first: it may be what ends the scan.
+            flush(&mut out, &mut since_flush);
             tokio::select! {
                 _ = notified => {}
                 _ = shared.done.cancelled() => return,
             }
         };
-        let slot = tokio::select! {
-            slot = shared.gate.acquire() => slot,
-            _ = shared.done.cancelled() => return,
+        let slot = match shared.gate.try_acquire() {
+            Some(slot) => slot,
+            None => {
+                flush(&mut out, &mut since_flush);
+                tokio::select! {
+                    slot = shared.gate.acquire() => slot,
+                    _ = shared.done.cancelled() => return,
+                }
+            }
         };
         if let Some(pace) = &shared.pace {
             loop {
@@ -602,6 +632,7 @@ async fn lane(shared: Arc<Shared>) {
                     }
                     bucket.wait_time()
                 };
+                flush(&mut out, &mut since_flush);
                 tokio::select! {
                     _ = tokio::time::sleep(wait.max(Duration::from_micros(100))) => {}
                     _ = shared.done.cancelled() => return,
@@ -609,14 +640,23 @@ async fn lane(shared: Arc<Shared>) {
             }
         }
         let mut probe = Box::pin(probe(shared.clone(), item, slot));
-        if futures::poll!(probe.as_mut()).is_pending() {
-            tokio::spawn(probe);
+        match futures::poll!(probe.as_mut()) {
+            std::task::Poll::Ready(probed) => out.push(probed),
+            std::task::Poll::Pending => {
+                let tx = shared.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(vec![probe.await]);
+                });
+            }
+        }
+        if out.len() >= BATCH || since_flush.elapsed() >= BATCH_AGE {
+            flush(&mut out, &mut since_flush);
         }
     }
 }
 
 /// One connection attempt, its banner if asked, and its report to the collector.
-async fn probe(shared: Arc<Shared>, item: Item, slot: Slot) {
+async fn probe(shared: Arc<Shared>, item: Item, slot: Slot) -> Probed {
     let (host, addr) = shared.addr(item);
     let limit = shared.timeout_for(host);
     let start = Instant::now();
@@ -644,11 +684,11 @@ async fn probe(shared: Arc<Shared>, item: Item, slot: Slot) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(slot);
-    let _ = shared.tx.send(Probed {
+    Probed {
         item,
         took,
         outcome,
-    });
+    }
 }
 
 fn classify(e: io::Error) -> Outcome {

@@ -307,9 +307,17 @@ pub fn top_ports(n: usize) -> Result<Vec<u16>, ScanError> {
 
 /// The service name of a port, from the table (`None` where it has none, or says `unknown`).
 pub fn service_name(port: u16) -> Option<&'static str> {
+    // Asked once per port scanned: an index by port, built once, rather than a walk of the table.
+    static BY_PORT: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    let index = BY_PORT.get_or_init(|| {
+        let mut index = vec![u16::MAX; 65536];
+        for (i, &(p, _)) in TOP_TCP.iter().enumerate() {
+            index[usize::from(p)] = i as u16;
+        }
+        index
+    });
     TOP_TCP
-        .iter()
-        .find(|&&(p, _)| p == port)
+        .get(usize::from(index[usize::from(port)]))
         .map(|&(_, name)| name)
         .filter(|&name| name != "unknown")
 }
