@@ -686,3 +686,18 @@ fn names_top_ports_and_services() {
     let doc = json_of(&scan(&["-iL", list.to_str().unwrap(), "-p", "1", "--json"]));
     assert_eq!(doc["hosts"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn scan_has_a_man_page_and_completions() {
+    let mut cmd = sockit();
+    cmd.args(["man", "scan"]);
+    let ran = run(cmd, b"", LIMIT);
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr);
+    let page = ran.stdout_text();
+    assert!(page.contains(".TH sockit-scan 1"), "{page}");
+    assert!(page.contains("top\\-ports"), "{page}");
+    let mut cmd = sockit();
+    cmd.args(["completions", "bash"]);
+    let ran = run(cmd, b"", LIMIT);
+    assert!(ran.stdout_text().contains("--top-ports"));
+}
