@@ -32,6 +32,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_range", http_range),
     ("transfer_frames", transfer_frames),
     ("transfer_names", transfer_names),
+    ("scan_ports", scan_ports),
+    ("scan_target", scan_target),
 ];
 
 /// Endpoint syntax (`HOST:PORT`, `[v6]:PORT`, `unix:PATH`, ...): what parses prints as something
@@ -291,5 +293,37 @@ pub fn transfer_names(data: &[u8]) {
         let first = parts[0].as_bytes();
         assert!(!(first.len() >= 2 && first[1] == b':' && first[0].is_ascii_alphabetic()));
         assert_eq!(parts.join("/"), text);
+    }
+}
+
+/// `scan -p` port lists: what parses is a list of distinct ports from 1 to 65535, and printing it
+/// back as a comma list parses to the same list.
+pub fn scan_ports(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(ports) = crate::scan::target::parse_ports(text) {
+        assert!(!ports.is_empty() && ports.len() <= 65535, "{text:?}");
+        let mut seen = std::collections::HashSet::new();
+        assert!(ports.iter().all(|p| *p != 0 && seen.insert(*p)), "{text:?}");
+        let shown: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let again = crate::scan::target::parse_ports(&shown.join(","))
+            .unwrap_or_else(|e| panic!("{text:?} gave ports that do not parse again: {e}"));
+        assert_eq!(again, ports, "{text:?}");
+    }
+}
+
+/// `scan` targets: a parsed target counts at least one address, ranges never end before they
+/// begin, and a name is a valid host name.
+pub fn scan_target(data: &[u8]) {
+    use crate::scan::target::Target;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(t) = Target::parse(text) {
+        assert!(t.count() >= 1, "{text:?}");
+        if let Target::Name(name) = &t {
+            assert!(crate::net::parse_host_name(name).is_ok(), "{text:?}");
+        }
     }
 }

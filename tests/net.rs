@@ -311,6 +311,11 @@ fn fd_exhaustion_is_survived() {
         .args(["echo", "127.0.0.1:0"]);
     let mut server = Server::start_command(cmd);
     let addr = server.addr();
+    // An answer shows the accept loop runs, so its connection budget was taken from the limit
+    // it started with (lowering the limit before that, under load, gave a budget of one).
+    let mut first = connect(addr);
+    assert_eq!(echo_roundtrip(&mut first, b"up?"), b"up?");
+    drop(first);
     // The server keeps its connections within what the limit allowed at start; lower the limit
     // under it (as another part of the process holding descriptors would) so that accept itself
     // runs out.

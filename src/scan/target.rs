@@ -93,8 +93,12 @@ impl Target {
     pub fn count(&self) -> u128 {
         match self {
             Target::Addr(_) | Target::Name(_) => 1,
-            Target::Net(net) => 1u128 << (net.max_prefix_len() - net.prefix_len()),
-            Target::Range(a, b) => ip_to_u128(*b) - ip_to_u128(*a) + 1,
+            // ::/0 holds 2^128 addresses, one more than a u128 counts: saturate (the fuzzer's
+            // find; it is far over any --max-hosts either way).
+            Target::Net(net) => 1u128
+                .checked_shl(u32::from(net.max_prefix_len() - net.prefix_len()))
+                .unwrap_or(u128::MAX),
+            Target::Range(a, b) => (ip_to_u128(*b) - ip_to_u128(*a)).saturating_add(1),
         }
     }
 
