@@ -51,7 +51,8 @@ pub const MIN_WINDOW: usize = 16;
 /// How often a self-connecting port is tried again before it is taken as closed (each try picks
 /// another source port, so a second self-connect is already rare).
 const SELF_CONNECT_TRIES: u8 = 5;
-/// With no probe ending for this long, something holds every descriptor: the scan stops, saying so.
+/// With no probe ending for this long (plus the longest a probe may take), something holds every
+/// descriptor: the scan stops, saying so.
 const STALL: Duration = Duration::from_secs(60);
 /// Results a lane collects before it hands them to the collector...
 const BATCH: usize = 256;
@@ -459,6 +460,10 @@ pub async fn run(
         interrupted: false,
     };
     let mut outstanding = total;
+    // The longest a probe may take (its tries, its banner), on top of the stall allowance.
+    let longest = config.timeouts.fixed.unwrap_or(config.timeouts.max) * (config.retries + 1)
+        + config.banner.map_or(Duration::ZERO, |b| b.wait);
+    let stall = STALL + longest;
     let mut last_progress = Instant::now();
     let mut last_resource_note: Option<Instant> = None;
     let mut batch = Vec::new().into_iter();
@@ -478,10 +483,10 @@ pub async fn run(
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until((last_progress + STALL).into()) => {
+                _ = tokio::time::sleep_until((last_progress + stall).into()) => {
                     shared.done.cancel();
                     return Err(ScanError::Stalled(format!(
-                        "no port got a result for {STALL:?} ({} out of descriptors; is something else holding them?)",
+                        "no port got a result for {stall:?} ({} out of descriptors; is something else holding them?)",
                         report.out_of_resources
                     )));
                 }
