@@ -48,7 +48,7 @@ pub use datagram::{
     DEFAULT_REPLY_RATE, DEFAULT_REPLY_SOURCES,
 };
 pub use deadline::{WriteDeadline, WriteTimeout};
-pub use dial::{connect_addr, connect_addr_timeout, is_self_connect};
+pub use dial::{connect_addr, connect_addr_timeout, is_self_connect, Dial, Dialer, PendingConnect};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use host::{parse_host_name, HostPolicy, Refused as HostRefused};

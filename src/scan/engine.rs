@@ -1,12 +1,13 @@
 //! The scan: every (host, port) pair is one probe, a TCP connect, run by a few *lanes* (one per
 //! CPU) that share one queue.
 //!
-//! A lane starts a connect and looks at it at once (see [`crate::net::connect_addr`]): over
-//! loopback, and for any peer whose answer the kernel already has, the outcome is known before
-//! `connect(2)` returns, so the probe finishes inline, without a task or a reactor wake-up. Only a
-//! handshake still in flight becomes its own task, holding its place in the [`Gate`] until it
-//! completes or times out. The kernel's cost per port is then the only real cost, and the lanes
-//! keep every core busy paying it.
+//! A lane starts a connect with a [`crate::net::Dialer`] and looks at it at once: over loopback,
+//! and for any peer whose answer the kernel already has, the outcome is known before `connect(2)`
+//! returns, so the probe finishes inline, without a task or a reactor wake-up, and a refused
+//! socket is reused for the next port (two `connect` calls a port, no `socket`/`close`). Only a
+//! handshake still in flight (or a banner to read) becomes its own task, holding its place in the
+//! [`Gate`] until it completes or times out. Results reach the collector in batches. The kernel's
+//! cost per port is then nearly the only cost, and the lanes keep every core busy paying it.
 //!
 //! One collector (the caller's task) sees every outcome and steers:
 //! - **Concurrency** starts at [`INITIAL_WINDOW`] and grows by one for every probe that ends (slow
@@ -40,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::target::{service_name, Host};
 use super::ScanError;
-use crate::net::{connect_addr_timeout, is_self_connect, TokenBucket};
-use crate::work::{Gate, Slot};
+use crate::net::{is_self_connect, Dial, Dialer, TokenBucket};
+use crate::work::Gate;
 
 /// The window a scan starts with, before answers widen it.
 pub const INITIAL_WINDOW: usize = 256;
@@ -50,7 +51,8 @@ pub const MIN_WINDOW: usize = 16;
 /// How often a self-connecting port is tried again before it is taken as closed (each try picks
 /// another source port, so a second self-connect is already rare).
 const SELF_CONNECT_TRIES: u8 = 5;
-/// With no probe ending for this long, something holds every descriptor: the scan stops, saying so.
+/// With no probe ending for this long (plus the longest a probe may take), something holds every
+/// descriptor: the scan stops, saying so.
 const STALL: Duration = Duration::from_secs(60);
 /// Results a lane collects before it hands them to the collector...
 const BATCH: usize = 256;
@@ -458,6 +460,10 @@ pub async fn run(
         interrupted: false,
     };
     let mut outstanding = total;
+    // The longest a probe may take (its tries, its banner), on top of the stall allowance.
+    let longest = config.timeouts.fixed.unwrap_or(config.timeouts.max) * (config.retries + 1)
+        + config.banner.map_or(Duration::ZERO, |b| b.wait);
+    let stall = STALL + longest;
     let mut last_progress = Instant::now();
     let mut last_resource_note: Option<Instant> = None;
     let mut batch = Vec::new().into_iter();
@@ -477,10 +483,10 @@ pub async fn run(
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until((last_progress + STALL).into()) => {
+                _ = tokio::time::sleep_until((last_progress + stall).into()) => {
                     shared.done.cancel();
                     return Err(ScanError::Stalled(format!(
-                        "no port got a result for {STALL:?} ({} out of descriptors; is something else holding them?)",
+                        "no port got a result for {stall:?} ({} out of descriptors; is something else holding them?)",
                         report.out_of_resources
                     )));
                 }
@@ -587,6 +593,7 @@ pub async fn run(
 /// A lane: takes probes off the queue and starts them, finishing inline the ones whose outcome
 /// is already known and handing the rest to their own tasks.
 async fn lane(shared: Arc<Shared>) {
+    let mut dialer = Dialer::new();
     let mut out: Vec<Probed> = Vec::with_capacity(BATCH);
     let mut since_flush = Instant::now();
     let flush = |out: &mut Vec<Probed>, since: &mut Instant| {
@@ -639,13 +646,88 @@ async fn lane(shared: Arc<Shared>) {
                 }
             }
         }
-        let mut probe = Box::pin(probe(shared.clone(), item, slot));
-        match futures::poll!(probe.as_mut()) {
-            std::task::Poll::Ready(probed) => out.push(probed),
-            std::task::Poll::Pending => {
-                let tx = shared.tx.clone();
+        let (host, addr) = shared.addr(item);
+        let started = Instant::now();
+        match dialer.start(addr) {
+            Ok(Dial::Refused) => {
+                drop(slot);
+                out.push(Probed {
+                    item,
+                    took: started.elapsed(),
+                    outcome: Outcome::Refused,
+                });
+            }
+            Ok(Dial::Connected(stream)) if shared.banner.is_none() || is_self_connect(&stream) => {
+                let took = started.elapsed();
+                let outcome = opened(stream, None);
+                drop(slot);
+                out.push(Probed {
+                    item,
+                    took,
+                    outcome,
+                });
+            }
+            Ok(Dial::Connected(stream)) => {
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = tx.send(vec![probe.await]);
+                    let took = started.elapsed();
+                    let outcome = match shared.banner {
+                        Some(cfg) => Outcome::Open(read_banner(stream, cfg, &shared.done).await),
+                        None => Outcome::Open(None),
+                    };
+                    drop(slot);
+                    let _ = shared.tx.send(vec![Probed {
+                        item,
+                        took,
+                        outcome,
+                    }]);
+                });
+            }
+            Ok(Dial::Pending(pending)) => {
+                let limit = shared.timeout_for(host);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let done = tokio::time::timeout(limit, pending.finish()).await;
+                    let took = started.elapsed();
+                    let outcome = match done {
+                        Err(_) => Outcome::TimedOut,
+                        Ok(Err(e)) => classify(e),
+                        Ok(Ok(stream)) if is_self_connect(&stream) => opened(stream, None),
+                        Ok(Ok(stream)) => match shared.banner {
+                            Some(cfg) => {
+                                Outcome::Open(read_banner(stream, cfg, &shared.done).await)
+                            }
+                            None => Outcome::Open(None),
+                        },
+                    };
+                    drop(slot);
+                    let _ = shared.tx.send(vec![Probed {
+                        item,
+                        took,
+                        outcome,
+                    }]);
+                });
+            }
+            Err(e) => {
+                let took = started.elapsed();
+                let outcome = classify(e);
+                if matches!(outcome, Outcome::OutOfResources(_)) {
+                    // Out of descriptors: lower the limit below what is in use, and wait a moment
+                    // before the next probe rather than spinning on the same error.
+                    shared
+                        .gate
+                        .set_limit(shared.gate.in_use().saturating_sub(1));
+                    flush(&mut out, &mut since_flush);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = shared.done.cancelled() => return,
+                    }
+                }
+                drop(slot);
+                out.push(Probed {
+                    item,
+                    took,
+                    outcome,
                 });
             }
         }
@@ -655,39 +737,15 @@ async fn lane(shared: Arc<Shared>) {
     }
 }
 
-/// One connection attempt, its banner if asked, and its report to the collector.
-async fn probe(shared: Arc<Shared>, item: Item, slot: Slot) -> Probed {
-    let (host, addr) = shared.addr(item);
-    let limit = shared.timeout_for(host);
-    let start = Instant::now();
-    let connected = connect_addr_timeout(addr, None, limit).await;
-    let took = start.elapsed();
-    let outcome = match connected {
-        Ok(stream) if is_self_connect(&stream) => {
-            // Closed with a reset, so the pair of equal ports does not linger in TIME_WAIT and
-            // the retry (or the next scan) can have that source port again.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            Outcome::SelfConnect
-        }
-        Ok(stream) => match shared.banner {
-            Some(cfg) => Outcome::Open(read_banner(stream, cfg, &shared.done).await),
-            None => Outcome::Open(None),
-        },
-        Err(e) => classify(e),
-    };
-    if matches!(outcome, Outcome::OutOfResources(_)) {
-        // Out of descriptors: give back nothing for a moment, so the lane waits for a probe in
-        // flight to end rather than spinning on the same error.
-        shared
-            .gate
-            .set_limit(shared.gate.in_use().saturating_sub(1));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(slot);
-    Probed {
-        item,
-        took,
-        outcome,
+/// The outcome of a completed connect: open, unless it reached itself.
+fn opened(stream: TcpStream, banner: Option<Vec<u8>>) -> Outcome {
+    if is_self_connect(&stream) {
+        // Closed with a reset, so the pair of equal ports does not linger in TIME_WAIT and the
+        // retry (or the next scan) can have that source port again.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        Outcome::SelfConnect
+    } else {
+        Outcome::Open(banner)
     }
 }
 

@@ -63,12 +63,14 @@ pub fn table(report: &ScanReport, all_states: bool) -> String {
         let c = host_counts(report, host);
         let _ = writeln!(out, "{}", host_label(report, host));
         if !rows.is_empty() {
+            let has_banner = rows.iter().any(|r| r.banner.is_some());
             let header = format!(
-                "  {:<11} {:<9} {:<15} {}",
+                "  {:<11} {:<9} {:<15} {}{}",
                 "PORT",
                 "STATE",
                 "SERVICE",
-                if all_states { "REASON" } else { "" }
+                if all_states { "REASON " } else { "" },
+                if has_banner { "BANNER" } else { "" }
             );
             let _ = writeln!(out, "{}", header.trim_end());
             for r in rows {
