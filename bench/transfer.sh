@@ -82,7 +82,8 @@ now() { date +%s.%N; }
 # Random data, fast: AES-CTR keystream (openssl), else the kernel's.
 make_random() { # path bytes
   if command -v openssl >/dev/null 2>&1; then
-    openssl enc -aes-128-ctr -nosalt -pass pass:sockit-bench -pbkdf2 </dev/zero 2>/dev/null |
+    # openssl ends on SIGPIPE once head has its bytes: that is the normal end here.
+    { openssl enc -aes-128-ctr -nosalt -pass pass:sockit-bench -pbkdf2 </dev/zero 2>/dev/null || true; } |
       head -c "$2" >"$1"
   else
     head -c "$2" /dev/urandom >"$1"
