@@ -30,6 +30,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chat_client_incoming", chat_client_incoming),
     ("http_path", http_path),
     ("http_range", http_range),
+    ("transfer_frames", transfer_frames),
+    ("transfer_names", transfer_names),
 ];
 
 /// Endpoint syntax (`HOST:PORT`, `[v6]:PORT`, `unix:PATH`, ...): what parses prints as something
@@ -240,5 +242,54 @@ pub fn http_range(data: &[u8]) {
                 "{value:?} ({len}): {first}-{last}"
             );
         }
+    }
+}
+
+/// The transfer protocol's frames, as a receiver reads them from a hostile sender: headers over
+/// their limit are refused before allocation, a zstd chunk never inflates past the chunk limit,
+/// and every control message that parses encodes back to one that parses the same.
+pub fn transfer_frames(data: &[u8]) {
+    use crate::transfer::wire::{self, Frame};
+    let mut rest = data;
+    while rest.len() >= 5 {
+        let head = [rest[0], rest[1], rest[2], rest[3], rest[4]];
+        rest = &rest[5..];
+        let Ok((kind, len)) = wire::parse_head(head) else {
+            return;
+        };
+        let take = len.min(rest.len());
+        let body = bytes::Bytes::copy_from_slice(&rest[..take]);
+        rest = &rest[take..];
+        match wire::parse_body(kind, body) {
+            Ok(Frame::Data(d)) => assert!(d.len() <= wire::MAX_CHUNK, "chunk of {}", d.len()),
+            Ok(Frame::Control(msg)) => {
+                let again = serde_json::to_vec(&msg).expect("a parsed message encodes");
+                let back: wire::Msg = serde_json::from_slice(&again).expect("and parses again");
+                assert_eq!(back, msg);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Names from a sender: whatever is accepted is relative, has no `.`/`..`/empty component, no
+/// NUL, backslash or control character, no drive letter, and fits the length limits.
+pub fn transfer_names(data: &[u8]) {
+    use crate::transfer::names;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parts) = names::components(text) {
+        assert!(!text.starts_with('/'), "{text:?}");
+        assert!(text.len() <= names::MAX_NAME);
+        for p in &parts {
+            assert!(!p.is_empty() && *p != "." && *p != "..", "{text:?}");
+            assert!(!p.contains(['\0', '\\', '/']), "{text:?}");
+            assert!(!p.chars().any(char::is_control), "{text:?}");
+            assert!(p.len() <= names::MAX_COMPONENT);
+        }
+        let first = parts[0].as_bytes();
+        assert!(!(first.len() >= 2 && first[1] == b':' && first[0].is_ascii_alphabetic()));
+        assert_eq!(parts.join("/"), text);
     }
 }

@@ -10,7 +10,9 @@
 //! - [`http`]: the static file server (listings, ranges, validators, compression, HTTP/2).
 //! - [`relay`]: the netcat (`connect` / `listen`): stdin/stdout bridged to a socket, or a command per
 //!   connection.
+//! - [`scan`]: the TCP port scanner (connect scan, adaptive concurrency, service names, banners).
 //! - [`bench`]: load generators that measure sockit's servers or a peer's.
+//! - [`work`]: running many small jobs within an adjustable limit, and a progress bar.
 //!
 //! Every server is a library type: build it from a validated config, `bind()` (port 0 works), read
 //! `local_addr()`, then `run(shutdown)` until the token is cancelled.
@@ -24,4 +26,6 @@ pub mod fuzzing;
 pub mod http;
 pub mod net;
 pub mod relay;
+pub mod scan;
 pub mod transfer;
+pub mod work;

@@ -51,7 +51,8 @@ fn log_queue_arg(args: &[std::ffi::OsString]) -> Option<usize> {
 const EXIT_FLUSH: Duration = Duration::from_millis(500);
 
 fn run() -> ExitCode {
-    let args = match cli::Cli::try_parse() {
+    let argv = cli::scan::nmap_spellings(std::env::args_os().collect());
+    let args = match cli::Cli::try_parse_from(argv) {
         Ok(args) => args,
         // Usage errors are one line, like every other error (clap's own rendering adds a blank line
         // and a help pointer); --help, --version and the help shown for a bare `sockit` still print
@@ -66,6 +67,7 @@ fn run() -> ExitCode {
         Err(err) => err.exit(),
     };
     init_logging(&args);
+    cli::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = sockit::net::raise_fd_limit() {
         tracing::debug!(error = %e, "cannot raise the open-file limit");
     }

@@ -10,7 +10,10 @@ mod echo;
 mod http;
 pub mod log;
 mod relay;
+pub mod scan;
 mod transfer;
+
+use std::sync::atomic::AtomicU8;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -73,6 +76,9 @@ pub enum Tool {
     /// Receive files and folders from `sockit send` (or the tutorial's md5 sender) into a folder
     #[command(after_help = transfer::RECV_EXAMPLES)]
     Recv(transfer::RecvArgs),
+    /// TCP port scanner: connect scan of many hosts and ports, service names, banners, JSON
+    #[command(after_help = scan::EXAMPLES)]
+    Scan(scan::ScanArgs),
     /// Load generators: measure a server's throughput, latency and CPU cost
     Bench(bench::BenchArgs),
     /// Shell completions: `source <(sockit completions bash)`
@@ -93,6 +99,7 @@ impl Tool {
             Tool::Listen(args) => relay::listen(args).await,
             Tool::Send(args) => transfer::send(args).await,
             Tool::Recv(args) => transfer::recv(args).await,
+            Tool::Scan(args) => scan::run(args).await,
             Tool::Bench(args) => bench::run(args).await,
             Tool::Completions(args) => docs::completions(args),
             Tool::Man(args) => docs::man(args),
@@ -107,7 +114,11 @@ impl Tool {
                 true
             }
             Tool::Send(args) => args.listen.is_some(),
-            Tool::Connect(_) | Tool::Bench(_) | Tool::Completions(_) | Tool::Man(_) => false,
+            Tool::Connect(_)
+            | Tool::Scan(_)
+            | Tool::Bench(_)
+            | Tool::Completions(_)
+            | Tool::Man(_) => false,
         }
     }
 
@@ -125,6 +136,9 @@ impl Tool {
         matches!(self, Tool::Chat(chat::ChatArgs { action: Some(chat::ChatAction::Join(join)), .. }) if join.is_tui())
     }
 }
+
+/// `-v` as counted on the command line, for tools whose output (not only their log) it changes.
+pub static VERBOSE: AtomicU8 = AtomicU8::new(0);
 
 /// A usage error found after parsing (exit 2), said in one line.
 #[derive(Debug, thiserror::Error)]

@@ -185,9 +185,12 @@ impl CommonArgs {
         } else {
             log::say(&format!("sockit {tool}: {}", report.summary_line()));
         }
-        for f in report.files.iter().filter(|f| f.error.is_some()) {
-            if let Some(e) = &f.error {
-                log::error(&format!("sockit {tool}: {}: {e}", f.path.escape_debug()));
+        // A session that ended early says why once (below); otherwise each failed file does.
+        if report.error.is_none() {
+            for f in &report.files {
+                if let Some(e) = &f.error {
+                    log::error(&format!("sockit {tool}: {}: {e}", f.path.escape_debug()));
+                }
             }
         }
         match (&report.error, report.ok()) {
@@ -206,10 +209,12 @@ pub async fn send(args: SendArgs) -> Result<()> {
     } else {
         match paths.pop() {
             Some(last) if is_address(&last) => Some(address(&last)?),
-            Some(last) => return Err(Usage(format!(
+            Some(last) => {
+                return Err(Usage(format!(
                 "the last argument must be the receiver's HOST:PORT (or use --listen), not {last}"
             ))
-            .into()),
+                .into())
+            }
             None => return Err(Usage("nothing to send".into()).into()),
         }
     };

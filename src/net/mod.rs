@@ -22,6 +22,7 @@ mod access;
 mod admit;
 mod datagram;
 mod deadline;
+mod dial;
 mod endpoint;
 mod error;
 mod host;
@@ -47,6 +48,7 @@ pub use datagram::{
     DEFAULT_REPLY_RATE, DEFAULT_REPLY_SOURCES,
 };
 pub use deadline::{WriteDeadline, WriteTimeout};
+pub use dial::{connect_addr, connect_addr_timeout, is_self_connect};
 pub use endpoint::{Endpoint, LocalAddr, PeerAddr};
 pub use error::NetError;
 pub use host::{parse_host_name, HostPolicy, Refused as HostRefused};
@@ -56,7 +58,7 @@ pub use listener::Listener;
 pub use peer::{canonical_addr, canonical_ip, AddrEntry, AddrKey, AddrTable};
 pub use proxy::{connect_via, Proxy, ProxyKind};
 pub use rate::{AddrBuckets, RateLimit, TokenBucket};
-pub use rlimit::raise_fd_limit;
+pub use rlimit::{conn_budget, fd_limit, raise_fd_limit};
 pub use sendq::{send_queue, PushError, SendQueue, SendQueueReader};
 pub use server::{accept_one, serve, Conn, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};

@@ -353,20 +353,17 @@ fn read_file(
         // Chunks line up with `offset`, so none is larger than a frame.
         let boundary = if pos < offset { offset } else { size };
         let want = (boundary - pos).min(MAX_CHUNK as u64) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let mut got = 0;
-        while got < want {
-            match file.read(&mut buf[got..]) {
-                Ok(0) => {
-                    return fail(format!(
-                        "{} shrank while it was being sent; send it again",
-                        path.display()
-                    ))
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return fail(format!("{}: {e}", path.display())),
+        // Into spare capacity (read_to_end does not zero it first).
+        let mut buf = Vec::with_capacity(want);
+        match (&mut file).take(want as u64).read_to_end(&mut buf) {
+            Ok(n) if n == want => {}
+            Ok(_) => {
+                return fail(format!(
+                    "{} shrank while it was being sent; send it again",
+                    path.display()
+                ))
             }
+            Err(e) => return fail(format!("{}: {e}", path.display())),
         }
         hasher.update(&buf);
         let start = pos;
@@ -374,7 +371,7 @@ fn read_file(
         if start < offset {
             continue;
         }
-        let raw = buf.freeze();
+        let raw = Bytes::from(buf);
         let mut chunk = Chunk::Data {
             bytes: raw.clone(),
             zstd: false,
