@@ -236,3 +236,81 @@ fn listen_keep_open_survives_a_connection_storm_past_its_descriptor_limit() {
     let addr = server.addr();
     survive_storm(&mut server, addr, &ECHO);
 }
+
+/// `recv -k` under the same limit: a send that started before the storm completes verified, the
+/// storm's silent connections are refused at the door or cut after --handshake-timeout (all at
+/// once, not one after another), and a send after the storm is served.
+#[test]
+fn recv_keep_open_survives_a_connection_storm_past_its_descriptor_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (dir.path().join("src"), dir.path().join("out"));
+    std::fs::create_dir(&src).expect("src");
+    // Big enough that the transfer is still running while the storm arrives.
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &big).expect("big");
+    std::fs::write(src.join("after.txt"), b"after the storm\n").expect("after");
+    let server = start_limited(&[
+        "recv",
+        out.to_str().expect("path"),
+        "-k",
+        "--handshake-timeout",
+        "2s",
+        "-l",
+        "127.0.0.1:0",
+    ]);
+    let addr = server.addr().to_string();
+    let send = |name: &str| {
+        Command::new(BIN)
+            .args(["send", src.join(name).to_str().expect("path"), &addr])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("send")
+    };
+    let before = send("big.bin");
+    // The storm begins once that session is writing (its partial file is there).
+    let start = Instant::now();
+    while !std::fs::read_dir(&out).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".sockit-part"))
+    }) {
+        assert!(start.elapsed() < WAIT, "the first send never began writing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut storm = Vec::new();
+    for _ in 0..STORM {
+        if let Ok(c) = TcpStream::connect_timeout(&server.addr(), Duration::from_secs(2)) {
+            storm.push(c);
+        }
+    }
+    let out_before = before.wait_with_output().expect("send finished");
+    assert!(
+        out_before.status.success(),
+        "the send in flight failed during the storm: {}",
+        String::from_utf8_lossy(&out_before.stderr)
+    );
+    assert!(
+        std::fs::read(out.join("big.bin")).expect("big arrived") == big,
+        "big.bin differs"
+    );
+    drop(storm);
+    let start = Instant::now();
+    loop {
+        let after = send("after.txt").wait_with_output().expect("send");
+        if after.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no send served after the storm: {}\nserver: {}",
+            String::from_utf8_lossy(&after.stderr),
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        std::fs::read(out.join("after.txt")).expect("after arrived"),
+        b"after the storm\n"
+    );
+}

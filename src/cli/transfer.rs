@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -180,24 +181,30 @@ impl CommonArgs {
 
     /// Shows the report; an error when anything failed.
     fn finish(&self, tool: &str, report: &Report) -> Result<()> {
-        if self.json {
-            println!("{}", report.to_json());
-        } else {
-            log::say(&format!("sockit {tool}: {}", report.summary_line()));
-        }
-        // A session that ended early says why once (below); otherwise each failed file does.
-        if report.error.is_none() {
-            for f in &report.files {
-                if let Some(e) = &f.error {
-                    log::error(&format!("sockit {tool}: {}: {e}", f.path.escape_debug()));
-                }
+        show(self.json, tool, report)
+    }
+}
+
+/// Prints `report` (a summary line, or JSON on stdout) and each failed file; an error when
+/// anything failed.
+fn show(json: bool, tool: &str, report: &Report) -> Result<()> {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        log::say(&format!("sockit {tool}: {}", report.summary_line()));
+    }
+    // A session that ended early says why once (below); otherwise each failed file does.
+    if report.error.is_none() {
+        for f in &report.files {
+            if let Some(e) = &f.error {
+                log::error(&format!("sockit {tool}: {}: {e}", f.path.escape_debug()));
             }
         }
-        match (&report.error, report.ok()) {
-            (Some(e), _) => bail!("{e}"),
-            (None, false) => bail!("some files did not arrive"),
-            (None, true) => Ok(()),
-        }
+    }
+    match (&report.error, report.ok()) {
+        (Some(e), _) => bail!("{e}"),
+        (None, false) => bail!("some files did not arrive"),
+        (None, true) => Ok(()),
     }
 }
 
@@ -302,31 +309,44 @@ pub async fn recv(args: RecvArgs) -> Result<()> {
         let report = transfer::receive(stream, &opts).await;
         return common.finish("recv", &report);
     }
+    opts.hello_timeout = common.server.handshake_timeout;
     let (listener, server) = common.bind("recv", &args.listen).await?;
     let shutdown = net::on_signals()?;
-    let mut listener = Some(listener);
-    loop {
-        let Some(l) = &listener else { return Ok(()) };
-        let Some(conn) = net::accept_one(l, &server, &shutdown).await else {
-            // Stopped by a signal between sessions.
-            return Ok(());
-        };
-        if !args.keep_open {
-            // This session is the one: later senders are refused by the kernel.
-            listener = None;
-        }
-        tracing::info!("session from {}", conn.peer);
-        let session = transfer::receive(conn.stream, &opts);
-        let report = tokio::select! {
-            r = session => r,
-            _ = shutdown.cancelled() => bail!("stopped during a session; partial files are kept for resume"),
-        };
-        let result = common.finish("recv", &report);
-        if listener.is_none() {
-            return result;
-        }
-        if let Err(e) = result {
-            log::error(&format!("sockit recv: {e}"));
-        }
+    if args.keep_open {
+        // Many connections at once, within the server's limits; each must begin within
+        // --handshake-timeout, and sessions then take turns (two writing one folder at once
+        // could race on the same partial file).
+        let opts = Arc::new(opts);
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let json = common.json;
+        net::serve(listener, server, shutdown, move |conn| {
+            let (opts, turn) = (opts.clone(), turn.clone());
+            async move {
+                tracing::info!("session from {}", conn.peer);
+                let report = transfer::receive_in_turn(conn.stream, &opts, &turn).await;
+                if let (true, Some(e)) = (report.files.is_empty(), &report.error) {
+                    // Never began a session (a port scan, a storm): not worth a summary.
+                    tracing::info!("{}: {e}", conn.peer);
+                    return;
+                }
+                if let Err(e) = show(json, "recv", &report) {
+                    log::error(&format!("sockit recv: {e}"));
+                }
+            }
+        })
+        .await;
+        return Ok(());
     }
+    let Some(conn) = net::accept_one(&listener, &server, &shutdown).await else {
+        // Stopped by a signal before anyone came.
+        return Ok(());
+    };
+    // This session is the one: later senders are refused by the kernel.
+    drop(listener);
+    tracing::info!("session from {}", conn.peer);
+    let report = tokio::select! {
+        r = transfer::receive(conn.stream, &opts) => r,
+        _ = shutdown.cancelled() => bail!("stopped during a session; partial files are kept for resume"),
+    };
+    common.finish("recv", &report)
 }

@@ -27,7 +27,7 @@ pub mod wire;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use recv::{receive, RecvOptions};
+pub use recv::{receive, receive_in_turn, RecvOptions};
 pub use report::{FileReport, FileStatus, Report, Role};
 pub use send::{send, SendOptions};
 pub use source::{collect, Source};
@@ -36,6 +36,8 @@ pub use source::{collect, Source};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6000";
 /// How long either side waits for the other to say or send anything before giving up.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// How soon a connection must begin its session (send the header) on a receiver.
+pub const DEFAULT_HELLO: Duration = Duration::from_secs(10);
 /// Most entries one offer may hold (files and folders).
 pub const DEFAULT_MAX_FILES: usize = 1_000_000;
 /// The name the tutorial sender's one file is stored under.

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 
 use super::auth::Exchange;
 use super::progress::Progress;
 use super::report::{FileReport, FileStatus, Report, Role};
 use super::send::unexpected;
 use super::wire::{self, Action, Entry, EntryKind, FileResult, Frame, Msg, Planned};
-use super::{legacy, names, TransferError, DEFAULT_IDLE, DEFAULT_LEGACY_NAME, DEFAULT_MAX_FILES};
+use super::{
+    legacy, names, TransferError, DEFAULT_HELLO, DEFAULT_IDLE, DEFAULT_LEGACY_NAME,
+    DEFAULT_MAX_FILES,
+};
 
 /// How a receiver behaves.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct RecvOptions {
     pub overwrite: bool,
     /// Give up when the sender says nothing for this long.
     pub idle: Duration,
+    /// A connection must begin its session (the header) within this.
+    pub hello_timeout: Duration,
     /// Most entries one offer may hold.
     pub max_files: usize,
     /// Accept the tutorial's md5 protocol (on connections this side accepted).
@@ -50,6 +55,7 @@ impl Default for RecvOptions {
             password: None,
             overwrite: false,
             idle: DEFAULT_IDLE,
+            hello_timeout: DEFAULT_HELLO,
             max_files: DEFAULT_MAX_FILES,
             legacy: true,
             legacy_name: DEFAULT_LEGACY_NAME.into(),
@@ -63,6 +69,23 @@ pub async fn receive<S>(stream: S, opts: &RecvOptions) -> Report
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    receive_inner(stream, opts, None).await
+}
+
+/// As [`receive`], for a receiver that takes many connections at once (`recv -k`): each says
+/// who it is within `opts.hello_timeout` on its own, and only then waits for `turn`, so sessions
+/// write one after another while a crowd of silent connections costs one timeout, not one each.
+pub async fn receive_in_turn<S>(stream: S, opts: &RecvOptions, turn: &Mutex<()>) -> Report
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    receive_inner(stream, opts, Some(turn)).await
+}
+
+async fn receive_inner<S>(stream: S, opts: &RecvOptions, turn: Option<&Mutex<()>>) -> Report
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let mut report = Report::new(Role::Recv);
     let mut io = Session {
@@ -70,16 +93,24 @@ where
         buf: BytesMut::new(),
         idle: opts.idle,
     };
-    let result = match tokio::time::timeout(opts.idle, wire::read_magic(&mut io.stream)).await {
-        Err(_) => Err(TransferError::Idle(opts.idle)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(Err(first))) if opts.legacy => {
+    let hello = opts.hello_timeout;
+    let magic = match tokio::time::timeout(hello, wire::read_magic(&mut io.stream)).await {
+        Err(_) => Err(TransferError::Idle(hello)),
+        Ok(r) => r,
+    };
+    let _turn = match (&magic, turn) {
+        (Ok(_), Some(turn)) => Some(turn.lock().await),
+        _ => None,
+    };
+    let result = match magic {
+        Err(e) => Err(e),
+        Ok(Err(first)) if opts.legacy => {
             legacy::receive(&mut io.stream, first, opts, &mut report).await
         }
-        Ok(Ok(Err(_))) => Err(TransferError::Protocol(
+        Ok(Err(_)) => Err(TransferError::Protocol(
             "the other side is not a sockit sender".into(),
         )),
-        Ok(Ok(Ok(()))) => run(&mut io, opts, &mut report).await,
+        Ok(Ok(())) => run(&mut io, opts, &mut report).await,
     };
     if let Err(e) = result {
         if !matches!(
