@@ -2198,3 +2198,48 @@ fn memory_stays_bounded_whatever_the_file_size() {
         "recv held {max_recv} KiB for a 160 MiB file"
     );
 }
+
+/// Compressed data frames (kind 2) from the crafted sender: a good chunk is taken; a chunk that
+/// decompresses to more than 1 MiB (a zstd bomb) is refused, and no final file is left.
+#[test]
+fn compressed_frames_are_bounded() {
+    for bomb in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("dest");
+        fs::create_dir_all(&dir).unwrap();
+        let (recv, addr) = start_recv(&dir, &[]);
+        let mut w = Wire::connect(addr);
+        w.raw(b"SOCKITXF\x01").unwrap();
+        w.control(&json!({"type":"hello","version":1,"auth":false,"spake":null,"compress":true}))
+            .unwrap();
+        let welcome = w.read_control().expect("welcome");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let data = if bomb {
+            vec![0u8; 64 * MIB as usize]
+        } else {
+            b"compressible ".repeat(50_000)
+        };
+        w.control(&json!({"type":"offer","entries":[file_entry("z.bin", data.len() as u64)]}))
+            .unwrap();
+        let plan = w.read_control().expect("plan");
+        assert_eq!(plan_for(&plan, 0).unwrap()["action"], "send", "{plan}");
+        w.control(&json!({"type":"file","index":0,"offset":0}))
+            .unwrap();
+        let packed = zstd::bulk::compress(&data, 3).unwrap();
+        let _ = w.frame(2, &packed);
+        let _ = w.control(
+            &json!({"type":"end","index":0,"blake3":blake3::hash(&data).to_hex().to_string()}),
+        );
+        let _ = w.control(&json!({"type":"done"}));
+        let _ = w.read_control();
+        drop(w);
+        let r = recv.finish(SHORT);
+        if bomb {
+            assert!(!r.ok() && r.code.is_some(), "a zstd bomb: {r}");
+            assert!(!dir.join("z.bin").exists(), "a final file from a zstd bomb");
+        } else {
+            assert!(r.ok(), "a good compressed chunk: {r}");
+            assert_eq!(fs::read(dir.join("z.bin")).unwrap(), data);
+        }
+    }
+}
