@@ -43,6 +43,32 @@ pub const DEFAULT_MAX_FILES: usize = 1_000_000;
 /// The name the tutorial sender's one file is stored under.
 pub const DEFAULT_LEGACY_NAME: &str = "received";
 
+/// A connection a session runs over. On plain TCP the sender hands file data to the kernel with
+/// sendfile(2) instead of writing it from user space.
+pub trait Link: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    /// The TCP socket, when the bytes go straight onto one (no TLS).
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl Link for crate::net::Stream {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        match self {
+            crate::net::Stream::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl Link for tokio::net::TcpStream {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+}
+
+impl Link for tokio::io::DuplexStream {}
+
 /// Why a transfer (or one file of it) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {

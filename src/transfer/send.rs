@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncWriteExt, BufStream};
 use tokio::sync::mpsc;
 
 use super::auth::Exchange;
@@ -16,7 +16,7 @@ use super::progress::Progress;
 use super::report::{FileReport, FileStatus, Report, Role};
 use super::source::Source;
 use super::wire::{self, Action, EntryKind, Frame, Msg, MAX_CHUNK};
-use super::{TransferError, DEFAULT_IDLE};
+use super::{Link, TransferError, DEFAULT_IDLE};
 
 /// How a sender behaves.
 #[derive(Debug, Clone)]
@@ -43,10 +43,7 @@ impl Default for SendOptions {
 }
 
 /// Sends `sources` over `stream` (already connected, TLS already negotiated) and reports.
-pub async fn send<S>(stream: S, sources: &[Source], opts: &SendOptions) -> Report
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn send<S: Link>(stream: S, sources: &[Source], opts: &SendOptions) -> Report {
     let start = Instant::now();
     let mut report = Report::new(Role::Send);
     report.files = sources
@@ -92,7 +89,7 @@ struct Session<S> {
     idle: Duration,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: Link> Session<S> {
     async fn say(&mut self, msg: &Msg) -> Result<(), TransferError> {
         let idle = self.idle;
         let write = async {
@@ -129,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+async fn run<S: Link>(
     io: &mut Session<S>,
     sources: &[Source],
     opts: &SendOptions,
@@ -279,10 +276,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// One chunk from the reading thread.
 enum Chunk {
+    /// `at`: where in the file the chunk begins.
     Data {
         bytes: Bytes,
         zstd: bool,
         raw: usize,
+        at: u64,
     },
     /// The whole file's digest, after the last chunk.
     End(blake3::Hash),
@@ -292,7 +291,7 @@ enum Chunk {
 
 /// Streams one file from `offset`. `Ok(Err(reason))`: the file failed (and was not all sent),
 /// the session goes on; `Err`: the session is over.
-async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
+async fn send_file<S: Link>(
     io: &mut Session<S>,
     source: &Source,
     offset: u64,
@@ -305,11 +304,32 @@ async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
     let reader = tokio::task::spawn_blocking(move || read_file(&path, size, offset, compress, &tx));
     let mut moved = 0u64;
     let idle = io.idle;
+    // On plain TCP the bytes go from the page cache to the socket (sendfile); the reading thread
+    // still reads them, for the digest. A file changed meanwhile fails the receiver's check.
+    let direct = match io.stream.get_ref().tcp() {
+        Some(_) if !compress => File::open(&source.path).ok(),
+        _ => None,
+    };
     let outcome = loop {
         match rx.recv().await {
-            Some(Chunk::Data { bytes, zstd, raw }) => {
+            Some(Chunk::Data {
+                bytes,
+                zstd,
+                raw,
+                at,
+            }) => {
                 let write = async {
-                    wire::write_data(&mut io.stream, &bytes, zstd).await?;
+                    match &direct {
+                        Some(file) if !zstd => {
+                            wire::write_data_head(&mut io.stream, raw).await?;
+                            io.stream.flush().await.map_err(TransferError::Net)?;
+                            let tcp = io.stream.get_ref().tcp().ok_or_else(|| {
+                                TransferError::Protocol("no TCP socket for sendfile".into())
+                            })?;
+                            send_file_range(tcp, file, at, raw).await?;
+                        }
+                        _ => wire::write_data(&mut io.stream, &bytes, zstd).await?,
+                    }
                     Ok::<_, TransferError>(())
                 };
                 tokio::time::timeout(idle, write)
@@ -376,6 +396,7 @@ fn read_file(
             bytes: raw.clone(),
             zstd: false,
             raw: want,
+            at: start,
         };
         if compress {
             match zstd::bulk::compress(&raw, 1) {
@@ -385,6 +406,7 @@ fn read_file(
                         bytes: Bytes::from(z),
                         zstd: true,
                         raw: want,
+                        at: start,
                     };
                 }
                 _ => {
@@ -398,6 +420,43 @@ fn read_file(
         }
     }
     let _ = tx.blocking_send(Chunk::End(hasher.finalize()));
+}
+
+/// `len` bytes of `file` from `at` onto `tcp` with sendfile(2), waiting for the socket to take
+/// them. Written by hand: tokio has no sendfile, and the call is one libc function.
+async fn send_file_range(
+    tcp: &tokio::net::TcpStream,
+    file: &File,
+    at: u64,
+    len: usize,
+) -> Result<(), TransferError> {
+    use std::os::fd::AsRawFd;
+    let (out_fd, in_fd) = (tcp.as_raw_fd(), file.as_raw_fd());
+    let mut off = libc::off_t::try_from(at)
+        .map_err(|_| TransferError::Protocol("file offset too large".into()))?;
+    let mut left = len;
+    while left > 0 {
+        let n = tcp
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                // SAFETY: both descriptors stay open for the call (borrowed from live owners),
+                // and `off` is a valid off_t that the kernel advances.
+                let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, left) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            })
+            .await
+            .map_err(TransferError::Net)?;
+        if n == 0 {
+            return Err(TransferError::Protocol(
+                "the file ended early while being sent (it shrank?)".into(),
+            ));
+        }
+        left -= n;
+    }
+    Ok(())
 }
 
 pub(crate) fn unexpected(wanted: &str, got: &Msg) -> TransferError {

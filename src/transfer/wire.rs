@@ -145,13 +145,28 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     kind: u8,
     body: &[u8],
 ) -> Result<(), TransferError> {
-    let len =
-        u32::try_from(body.len()).map_err(|_| TransferError::Protocol("frame too large".into()))?;
+    write_head(w, kind, body.len()).await?;
+    w.write_all(body).await.map_err(TransferError::Net)
+}
+
+/// The header of a raw data frame of `len` bytes, for a body the caller sends itself (sendfile).
+pub async fn write_data_head<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    len: usize,
+) -> Result<(), TransferError> {
+    write_head(w, KIND_DATA, len).await
+}
+
+async fn write_head<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: u8,
+    len: usize,
+) -> Result<(), TransferError> {
+    let len = u32::try_from(len).map_err(|_| TransferError::Protocol("frame too large".into()))?;
     let mut head = [0u8; 5];
     head[0] = kind;
     head[1..].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&head).await.map_err(TransferError::Net)?;
-    w.write_all(body).await.map_err(TransferError::Net)
+    w.write_all(&head).await.map_err(TransferError::Net)
 }
 
 /// Reads the 9-byte header, or says what came instead (`Err(first bytes)` for a stream that is
