@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chat_command", chat_command),
     ("chat_text", chat_text),
     ("chat_client_incoming", chat_client_incoming),
+    ("chat_websocket", chat_websocket),
     ("http_path", http_path),
     ("http_range", http_range),
     ("transfer_frames", transfer_frames),
@@ -326,4 +327,67 @@ pub fn scan_target(data: &[u8]) {
             assert!(crate::net::parse_host_name(name).is_ok(), "{text:?}");
         }
     }
+}
+
+/// WebSocket frames from a browser, read as the chat page reads them: tungstenite (what axum's
+/// WebSocket runs on) with a message and frame size limit, as `chat --web` sets its
+/// `--max-line` cutoff. No message over the limit gets through, and every text message goes on
+/// to the hello parser, as the gateway's first message does. The input is the client's byte
+/// stream (masked frames); what the server would answer (pongs, close) is discarded.
+pub fn chat_websocket(data: &[u8]) {
+    use std::io::{Cursor, Read, Write};
+    use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+    use tungstenite::Message;
+
+    /// The client's bytes in, the server's answers out (bounded, then dropped).
+    struct Pipe {
+        input: Cursor<Vec<u8>>,
+        written: usize,
+    }
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.written += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const LIMIT: usize = 4096;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(LIMIT))
+        .max_frame_size(Some(LIMIT));
+    let pipe = Pipe {
+        input: Cursor::new(data.to_vec()),
+        written: 0,
+    };
+    let mut ws = WebSocket::from_raw_socket(pipe, Role::Server, Some(config));
+    // Every message consumes at least two bytes of input, so this ends; the bound is belt and
+    // braces.
+    for _ in 0..=data.len() {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                assert!(
+                    text.len() <= LIMIT,
+                    "a text message of {} bytes",
+                    text.len()
+                );
+                chat_hello(text.as_bytes());
+            }
+            Ok(Message::Binary(b)) => assert!(b.len() <= LIMIT, "binary of {} bytes", b.len()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // Answers (pongs, a close) are bounded by what came in.
+    assert!(
+        ws.get_ref().written <= data.len() + 1024,
+        "answered more than was sent"
+    );
 }
