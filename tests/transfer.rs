@@ -2243,3 +2243,34 @@ fn compressed_frames_are_bounded() {
         }
     }
 }
+
+/// `--max-files N`: an offer of more entries is refused before anything is planned or written.
+#[test]
+fn an_offer_over_max_files_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dest");
+    fs::create_dir_all(&dir).unwrap();
+    let (recv, addr) = start_recv(&dir, &["--max-files", "2"]);
+    let mut w = Wire::connect(addr);
+    w.hello();
+    let entries: Vec<Value> = (0..3).map(|i| file_entry(&format!("f{i}"), 1)).collect();
+    w.control(&json!({"type":"offer","entries":entries}))
+        .unwrap();
+    let answer = w.read_control().expect("an answer to the offer");
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("limit of 2"),
+        "{answer}"
+    );
+    drop(w);
+    let r = recv.finish(SHORT);
+    assert!(!r.ok(), "{r}");
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        0,
+        "something was written"
+    );
+}
