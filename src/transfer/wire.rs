@@ -251,11 +251,20 @@ pub fn parse_body(kind: u8, body: Bytes) -> Result<Frame, TransferError> {
 }
 
 /// A zstd chunk back to its bytes, never more than [`MAX_CHUNK`] of them (a decompression bomb
-/// fails instead of filling the memory).
+/// fails instead of filling the memory). The frame's header states its size (sockit's sender
+/// always writes it): the buffer is that big, not the limit, so a stream of tiny chunks does not
+/// cost a megabyte each; a frame that decodes to more than it stated fails.
 pub fn decompress(body: &[u8]) -> Result<Bytes, TransferError> {
-    zstd::bulk::decompress(body, MAX_CHUNK)
+    let bad = |why: String| TransferError::Protocol(format!("bad compressed chunk: {why}"));
+    let size = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(n)) if n <= MAX_CHUNK as u64 => n as usize,
+        Ok(Some(n)) => return Err(bad(format!("it states {n} bytes, over the chunk limit"))),
+        Ok(None) => return Err(bad("it does not state its size".into())),
+        Err(_) => return Err(bad("not a zstd frame".into())),
+    };
+    zstd::bulk::decompress(body, size)
         .map(Bytes::from)
-        .map_err(|e| TransferError::Protocol(format!("bad compressed chunk: {e}")))
+        .map_err(|e| bad(e.to_string()))
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(
@@ -269,5 +278,44 @@ async fn read_exact<R: AsyncRead + Unpin>(
             format!("the connection closed in {what}"),
         )),
         Err(e) => Err(TransferError::Net(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zstd frame of `data`, with or without its content size in the header.
+    fn frame(data: &[u8], state_size: bool) -> Vec<u8> {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::stream::raw::CParameter::ContentSizeFlag(state_size))
+            .unwrap();
+        c.compress(data).unwrap()
+    }
+
+    #[test]
+    fn decompress_takes_only_what_the_frame_states_within_the_limit() {
+        let good = b"compressible ".repeat(10_000);
+        assert_eq!(&decompress(&frame(&good, true)).unwrap()[..], &good[..]);
+        assert_eq!(decompress(&frame(b"", true)).unwrap().len(), 0);
+        // Over the chunk limit: refused from the header, before any work.
+        let bomb = vec![0u8; 64 * 1024 * 1024];
+        assert!(decompress(&frame(&bomb, true)).is_err());
+        // A frame that does not say how big it is, or is not zstd at all.
+        assert!(decompress(&frame(&good, false)).is_err());
+        assert!(decompress(b"not zstd at all").is_err());
+        // A frame whose header lies (states fewer bytes than it holds) fails too: the header's
+        // size field is patched down (a 2-byte field holds the size less 256).
+        let mut small = frame(&[7u8; 1000], true);
+        let pos = small
+            .windows(2)
+            .position(|w| w == (1000u16 - 256).to_le_bytes())
+            .expect("a 2-byte content size in the header");
+        small[pos..pos + 2].copy_from_slice(&(900u16 - 256).to_le_bytes());
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&small).ok(),
+            Some(Some(900))
+        );
+        assert!(decompress(&small).is_err());
     }
 }
