@@ -1338,3 +1338,244 @@ fn log_queue_bounds_lines_waiting_for_an_unread_stderr() {
         }
     }
 }
+
+/// Reads one HTTP/1.1 response (head and a Content-Length body) from `s`, in small reads with
+/// pauses when `slow` (so the server meets a full socket and partial sends): status line, head,
+/// body. A HEAD's answer (`head_only`) has no body whatever its Content-Length says.
+fn read_response(
+    server: &Server,
+    s: &mut TcpStream,
+    slow: bool,
+    head_only: bool,
+) -> (String, String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("a response head");
+        assert!(
+            n == 1,
+            "closed inside a head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let status = head.lines().next().unwrap_or("").to_string();
+    let len = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|_| !head_only)
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let mut at = 0;
+    while at < len {
+        let end = if slow { (at + 16 * 1024).min(len) } else { len };
+        let n = s.read(&mut body[at..end]).expect("the body");
+        assert!(
+            n > 0,
+            "closed after {at} of {len} body bytes ({status}); server:\n{}",
+            server.stderr()
+        );
+        at += n;
+        if slow {
+            thread::sleep(Duration::from_micros(300));
+        }
+    }
+    (status, head, body)
+}
+
+/// Large files on plain TCP leave with sendfile(2) (their bytes are placeholders in hyper's
+/// body, sent from the file by the connection's stream): every byte must still be exact and in
+/// order across keep-alive, pipelined requests mixing large, small, ranged and HEAD requests,
+/// and a reader slow enough that every send meets a full socket.
+#[test]
+fn sendfile_bodies_are_exact_across_pipelining_ranges_and_slow_readers() {
+    let fx = fixture();
+    let big1 = data(3 * 1024 * 1024 + 17);
+    let big2: Vec<u8> = data(1024 * 1024 + 5).into_iter().rev().collect();
+    let small = data(100_000);
+    std::fs::write(fx.root.path().join("big1.bin"), &big1).unwrap();
+    std::fs::write(fx.root.path().join("big2.bin"), &big2).unwrap();
+    for extra in [&[][..], &["--no-sendfile"][..]] {
+        let server = start(&fx, extra);
+        for slow in [false, true] {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let get = |path: &str, more: &str| {
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{more}\r\n")
+            };
+            // All at once: hyper answers them in order, one body after the other.
+            let pipelined = [
+                get("/big1.bin", ""),
+                get("/hello.txt", ""),
+                get("/big2.bin", "Range: bytes=100-700000\r\n"),
+                "HEAD /big1.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
+                get("/big2.bin", ""),
+                get("/data.bin", "Range: bytes=-70000\r\n"),
+                get("/big1.bin", "Range: bytes=3000000-\r\n"),
+            ]
+            .concat();
+            s.write_all(pipelined.as_bytes()).unwrap();
+            let want: Vec<(&str, &[u8])> = vec![
+                ("200", &big1),
+                ("200", b"hello, world\n"),
+                ("206", &big2[100..=700000]),
+                ("200", b""),
+                ("200", &big2),
+                ("206", &small[30_000..]),
+                ("206", &big1[3_000_000..]),
+            ];
+            for (i, (status, body)) in want.into_iter().enumerate() {
+                let (line, head, got) = read_response(&server, &mut s, slow, i == 3);
+                assert!(line.contains(status), "response {i}: {line}\n{head}");
+                if i == 3 {
+                    assert!(head.contains(&format!("{}", big1.len())), "{head}");
+                    continue;
+                }
+                assert!(
+                    got == body,
+                    "response {i} ({extra:?}, slow {slow}): {} bytes, want {}, first difference at {:?}",
+                    got.len(),
+                    body.len(),
+                    got.iter().zip(body).position(|(a, b)| a != b)
+                );
+            }
+        }
+    }
+}
+
+/// A file cut short while it is being sent: the response ends early (the connection closes; what
+/// was announced cannot be sent), and the server goes on serving.
+#[test]
+fn a_file_that_shrinks_while_sent_closes_that_response_only() {
+    let fx = fixture();
+    let path = fx.root.path().join("shrinks.bin");
+    std::fs::write(&path, data(32 << 20)).unwrap();
+    let server = start(&fx, &[]);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /shrinks.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let total = first.len() + rest.len();
+    assert!(
+        total < (32 << 20),
+        "a 32 MiB response completed from a file cut to 4 MiB ({total} bytes)"
+    );
+    let ok = curl(&[&url(&server, "/hello.txt")]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.text(), "hello, world\n");
+}
+
+/// The threads of process `pid`.
+fn threads(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The bytes each system call in `calls` moved while `f` ran, by the server's threads as
+/// strace(1) saw them.
+fn syscall_bytes(server: &Server, calls: &[&str], f: impl FnOnce()) -> Vec<(String, u64)> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e"])
+        .arg(format!("trace={}", calls.join(",")))
+        .arg("-o")
+        .arg(out.path());
+    for t in threads(server.pid()) {
+        cmd.args(["-p", &t]);
+    }
+    let mut strace = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (apt-get install strace)");
+    // Attached once strace has stopped every thread once: give it a moment.
+    thread::sleep(Duration::from_millis(700));
+    f();
+    thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    calls
+        .iter()
+        .map(|c| {
+            let moved = text
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|w| w.starts_with(&format!("{c}(")))
+                })
+                .filter_map(|l| {
+                    l.rsplit("= ")
+                        .next()?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum();
+            (c.to_string(), moved)
+        })
+        .collect()
+}
+
+/// On plain TCP a large file's bytes go from the page cache to the socket with sendfile(2):
+/// the server reads none of them itself. With --no-sendfile (and on TLS, see the HTTP/2 test)
+/// they are read and written from user space.
+#[test]
+fn large_files_leave_with_sendfile_on_plain_tcp() {
+    let fx = fixture();
+    let big = data(8 << 20);
+    std::fs::write(fx.root.path().join("big.bin"), &big).unwrap();
+    let calls = ["sendfile", "read", "pread64", "preadv2"];
+    for sendfile in [true, false] {
+        let server = start(
+            &fx,
+            if sendfile {
+                &[][..]
+            } else {
+                &["--no-sendfile"][..]
+            },
+        );
+        let moved = syscall_bytes(&server, &calls, || {
+            let got = curl(&[&url(&server, "/big.bin")]);
+            assert_eq!(got.status, 200);
+            assert!(got.body == big, "the body differs");
+        });
+        let sent = moved[0].1;
+        let read: u64 = moved[1..].iter().map(|(_, n)| n).sum();
+        if sendfile {
+            assert_eq!(
+                sent,
+                big.len() as u64,
+                "sendfile moved {sent} bytes: {moved:?}"
+            );
+            assert!(
+                read < 1 << 20,
+                "the server read {read} bytes itself: {moved:?}"
+            );
+        } else {
+            assert_eq!(sent, 0, "--no-sendfile still used sendfile: {moved:?}");
+            assert!(read >= big.len() as u64, "read {read} bytes: {moved:?}");
+        }
+    }
+}

@@ -96,6 +96,11 @@ pub struct HttpArgs {
     #[arg(long)]
     pub no_http2: bool,
 
+    /// Send file bodies from user space instead of with sendfile(2) (which plain-TCP HTTP/1.1
+    /// uses by default; TLS and HTTP/2 always copy)
+    #[arg(long)]
+    pub no_sendfile: bool,
+
     /// No access log (one line per request on stderr, common log format, JSON with --log-json)
     #[arg(long)]
     pub no_access_log: bool,
@@ -146,6 +151,7 @@ pub async fn run(args: HttpArgs) -> Result<()> {
         write_timeout: Some(args.write_timeout).filter(|d| !d.is_zero()),
         http2: !args.no_http2,
         max_streams: args.max_streams,
+        sendfile: !args.no_sendfile,
         ..HttpOptions::default()
     };
     let tls = server.tls.is_some();

@@ -16,18 +16,17 @@
 //! top of hyper: [`range`] holds the RFC 9110 rules, and `async-compression` does the encoding.
 //!
 //! # Large files and sendfile
-//! Bodies go through user space: hyper writes `Bytes` chunks, and there is no way to hand it a
-//! file descriptor, so `sendfile(2)` would mean bypassing hyper for the body (and losing HTTP/2,
-//! TLS, the write deadline and keep-alive bookkeeping). Files are read in 256 KiB chunks by
-//! `body::FileBody`: on the async thread when the page cache holds them (`preadv2(RWF_NOWAIT)`),
-//! on the blocking pool when not, so each chunk is copied twice (page cache to user space, user
-//! space to the socket) where sendfile copies nothing on the server. Measured (bench/http.sh:
-//! wrk -t2 -c64 on a 10 MiB file in the page cache over loopback, a 2-core machine shared with
-//! other builds, median of 3 runs of 10 s): sockit 2.4 GB/s for 4.7 ms of server CPU per
-//! response, nginx with sendfile 1.7 GB/s for 2.6 ms. wrk is the bottleneck (it takes 3.8 ms of
-//! CPU per response from sockit, 9.5 ms from nginx), so the throughput does not show the price;
-//! the price of the copies is about 1.8 times nginx's server CPU per byte, which matters only
-//! when many large downloads saturate the server's cores.
+//! hyper writes `Bytes` and cannot be handed a file descriptor. On plain TCP over HTTP/1.1 a file
+//! region larger than 64 KiB (a whole file or one range) is sent with `sendfile(2)` all the same:
+//! its body is a run of placeholder chunks that the connection's stream in the net layer turns
+//! into sendfile calls ([`net::sendfile`]), so its bytes go from the page cache to the socket
+//! without a copy through user space, and hyper keeps doing the head, keep-alive, pipelining and
+//! the write deadline. TLS and HTTP/2 (and `--no-sendfile`) read the file in 256 KiB chunks
+//! (`body::FileBody`: on the async thread when the page cache holds them, `preadv2(RWF_NOWAIT)`,
+//! on the blocking pool when not). Small files are read whole into the response. Multipart range
+//! bodies use the chunk reader too (their part heads sit between the regions). As with nginx
+//! without `aio`, a sendfile of bytes not in the page cache waits for the disk on the worker
+//! thread.
 //!
 //! Every path is resolved by [`path`] (decode once, refuse `..`, NUL, backslashes, drive
 //! letters, invalid UTF-8; canonicalize; refuse what lands outside the folder unless symlinks may
@@ -289,7 +288,7 @@ fn empty() -> Body {
 /// Serves one request and logs it.
 async fn handle(shared: &Shared, conn: &HttpConn, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
-    let res = respond(shared, &req).await;
+    let res = respond(shared, conn, &req).await;
     if let Some(log) = &shared.log {
         let h = req.headers();
         let text = |name| {
@@ -387,7 +386,7 @@ fn error_page(status: StatusCode, detail: &str) -> Response<Body> {
     res
 }
 
-async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+async fn respond(shared: &Shared, conn: &HttpConn, req: &Request<Incoming>) -> Response<Body> {
     if let Err(refused) = shared.hosts.check_request(req.uri(), req.headers()) {
         tracing::info!(path = req.uri().path(), "request refused: {}", refused.0);
         return error_page(StatusCode::MISDIRECTED_REQUEST, &refused.0);
@@ -466,7 +465,7 @@ async fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             let body = match body {
                 Payload::Empty => empty(),
                 Payload::Bytes(b) => full(b),
-                Payload::File { file, start, len } => file_body(file, start, len),
+                Payload::File { file, start, len } => file_body(conn, file, start, len),
                 Payload::Multipart { parts, end } => multipart_body(parts, end),
                 Payload::Compressed { file, encoding } => compressed_body(file, encoding),
             };
@@ -1052,8 +1051,13 @@ fn boundary(etag: &str) -> String {
     format!("sockit-{}", hex::encode(&digest[..16]))
 }
 
-fn file_body(file: File, start: u64, len: u64) -> Body {
-    body::FileBody::new(Arc::new(file), start, len, CHUNK).boxed_unsync()
+/// A file region's body: with sendfile where the connection can, else read in chunks.
+fn file_body(conn: &HttpConn, file: File, start: u64, len: u64) -> Body {
+    let file = Arc::new(file);
+    match conn.file_body(file.clone(), start, len) {
+        Some(body) => body.boxed_unsync(),
+        None => body::FileBody::new(file, start, len, CHUNK).boxed_unsync(),
+    }
 }
 
 fn multipart_body(parts: Vec<(Bytes, File, u64, u64)>, end: Bytes) -> Body {

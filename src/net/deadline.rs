@@ -105,7 +105,7 @@ impl<S> WriteDeadline<S> {
 
     /// Runs one write-side poll under the deadline: progress ends the wait, a pending poll starts
     /// (or continues) it, and a wait past the limit fails.
-    fn guard<T>(
+    pub(crate) fn guard<T>(
         &mut self,
         cx: &mut Context<'_>,
         poll: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
+use super::sendfile::{self, FileSpans, Front};
 use super::{Conn, PeerAddr, ServerOptions, Stream, WriteDeadline, WriteTimeout};
 
 /// ALPN protocols for a server that speaks HTTP/2 and HTTP/1.1 over TLS, h2 preferred.
@@ -84,6 +85,9 @@ pub struct HttpOptions {
     pub max_streams: u32,
     /// On shutdown, how long the request in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Plain TCP over HTTP/1: let handlers send file bodies with sendfile(2)
+    /// ([`HttpConn::file_body`]).
+    pub sendfile: bool,
 }
 
 impl Default for HttpOptions {
@@ -95,6 +99,7 @@ impl Default for HttpOptions {
             http2: true,
             max_streams: 100,
             shutdown_grace: DEFAULT_HEADER_TIMEOUT,
+            sendfile: true,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct HttpConn {
     upgrades: TaskTracker,
     gone: CancellationToken,
     write_timeout: WriteTimeout,
+    /// Plain TCP over HTTP/1: file regions to send with sendfile.
+    spans: Option<Arc<FileSpans>>,
 }
 
 impl HttpConn {
@@ -134,6 +141,18 @@ impl HttpConn {
     /// Cancelled if the connection handler is dropped (the drain ran out): sessions stop too.
     pub fn gone(&self) -> CancellationToken {
         self.gone.clone()
+    }
+
+    /// A body for `len` bytes of `file` from `start` that leaves with sendfile(2), without a copy
+    /// through user space; `None` where the connection cannot (TLS, HTTP/2, Unix sockets), and
+    /// the caller sends the bytes itself.
+    pub fn file_body(
+        &self,
+        file: Arc<std::fs::File>,
+        start: u64,
+        len: u64,
+    ) -> Option<sendfile::SpanBody> {
+        self.spans.as_ref().map(|s| s.body(file, start, len))
     }
 
     /// The stream's write deadline, to change once the connection is upgraded.
@@ -176,14 +195,47 @@ async fn idle_after(last: &LastActivity, timeout: Option<Duration>) {
     }
 }
 
-/// A stream that notes when bytes last moved either way. Bytes, not requests: a
-/// long download on a connection that starts no new request is not idle.
-struct Activity<S> {
-    inner: S,
+/// The connection's stream under hyper: notes when bytes last moved either way (bytes, not
+/// requests: a long download on a connection that starts no new request is not idle), and, on
+/// plain TCP over HTTP/1, sends the file regions that placeholder body bytes stand for with
+/// sendfile (see [`sendfile`](super::sendfile)).
+struct Activity {
+    inner: WriteDeadline<Stream>,
     last: LastActivity,
+    spans: Option<Arc<FileSpans>>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+impl Activity {
+    fn moved(&self, r: &Poll<std::io::Result<usize>>) {
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.last.touch();
+        }
+    }
+
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = match (&self.spans, sendfile::front(bufs)) {
+            (Some(spans), Front::Placeholder(want)) => {
+                let spans = spans.clone();
+                self.inner.guard(cx, |s, cx| match &*s {
+                    Stream::Tcp(tcp) => spans.poll_send(tcp, cx, want),
+                    _ => Poll::Ready(Err(std::io::Error::other("sendfile needs plain TCP"))),
+                })
+            }
+            (Some(_), Front::Ordinary(n)) => {
+                Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..n])
+            }
+            (None, _) => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        };
+        self.moved(&r);
+        r
+    }
+}
+
+impl AsyncRead for Activity {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -198,16 +250,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+impl AsyncWrite for Activity {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.touch();
+        if self.spans.is_some() {
+            return self.write(cx, &[std::io::IoSlice::new(data)]);
         }
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.moved(&r);
         r
     }
 
@@ -216,11 +269,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.touch();
-        }
-        r
+        self.write(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -265,6 +314,9 @@ pub async fn serve_http<S, B>(
     } else {
         HttpVersion::Http1
     };
+    let spans =
+        (matches!(stream, Stream::Tcp(_)) && version == HttpVersion::Http1 && opts.sendfile)
+            .then(|| Arc::new(FileSpans::default()));
     let stream = WriteDeadline::new(stream, opts.write_timeout);
     let info = Arc::new(HttpConn {
         peer,
@@ -275,6 +327,7 @@ pub async fn serve_http<S, B>(
         upgrades: TaskTracker::new(),
         gone: CancellationToken::new(),
         write_timeout: stream.timeout(),
+        spans: spans.clone(),
     });
     let _gone = info.gone.clone().drop_guard();
     let service = make_service(info.clone());
@@ -283,11 +336,18 @@ pub async fn serve_http<S, B>(
             // hyper's header read timeout bounds an idle keep-alive connection; the server's
             // idle timeout (`-i`), when set, is watched on the bytes themselves, as for HTTP/2.
             let last = LastActivity::new();
+            // Vectored writes always: hyper then queues body chunks as they are instead of
+            // copying them into its buffer, which placeholder bytes rely on.
+            let vectored = spans.is_some();
             let io = TokioIo::new(Activity {
                 inner: stream,
                 last: last.clone(),
+                spans,
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
+            if vectored {
+                builder.writev(true);
+            }
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(opts.header_timeout)
@@ -325,6 +385,7 @@ pub async fn serve_http<S, B>(
             let io = TokioIo::new(Activity {
                 inner: stream,
                 last: last.clone(),
+                spans: None,
             });
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder

@@ -33,6 +33,7 @@ mod peer;
 mod proxy;
 mod rate;
 mod rlimit;
+pub mod sendfile;
 mod sendq;
 mod server;
 mod shutdown;

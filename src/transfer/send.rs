@@ -326,7 +326,14 @@ async fn send_file<S: Link>(
                             let tcp = io.stream.get_ref().tcp().ok_or_else(|| {
                                 TransferError::Protocol("no TCP socket for sendfile".into())
                             })?;
-                            send_file_range(tcp, file, at, raw).await?;
+                            crate::net::sendfile::send_file_range(tcp, file, at, raw as u64)
+                                .await
+                                .map_err(|e| match e.kind() {
+                                    std::io::ErrorKind::UnexpectedEof => {
+                                        TransferError::Protocol(e.to_string())
+                                    }
+                                    _ => TransferError::Net(e),
+                                })?;
                         }
                         _ => wire::write_data(&mut io.stream, &bytes, zstd).await?,
                     }
@@ -420,43 +427,6 @@ fn read_file(
         }
     }
     let _ = tx.blocking_send(Chunk::End(hasher.finalize()));
-}
-
-/// `len` bytes of `file` from `at` onto `tcp` with sendfile(2), waiting for the socket to take
-/// them. Written by hand: tokio has no sendfile, and the call is one libc function.
-async fn send_file_range(
-    tcp: &tokio::net::TcpStream,
-    file: &File,
-    at: u64,
-    len: usize,
-) -> Result<(), TransferError> {
-    use std::os::fd::AsRawFd;
-    let (out_fd, in_fd) = (tcp.as_raw_fd(), file.as_raw_fd());
-    let mut off = libc::off_t::try_from(at)
-        .map_err(|_| TransferError::Protocol("file offset too large".into()))?;
-    let mut left = len;
-    while left > 0 {
-        let n = tcp
-            .async_io(tokio::io::Interest::WRITABLE, || {
-                // SAFETY: both descriptors stay open for the call (borrowed from live owners),
-                // and `off` is a valid off_t that the kernel advances.
-                let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, left) };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            })
-            .await
-            .map_err(TransferError::Net)?;
-        if n == 0 {
-            return Err(TransferError::Protocol(
-                "the file ended early while being sent (it shrank?)".into(),
-            ));
-        }
-        left -= n;
-    }
-    Ok(())
 }
 
 pub(crate) fn unexpected(wanted: &str, got: &Msg) -> TransferError {

@@ -185,6 +185,8 @@ async fn serve_conn(conn: Conn, router: Router<AppState>, web: Arc<Web>) {
         write_timeout: Some(web.settings.write_timeout),
         header_timeout: web.header_timeout,
         http2: false,
+        // The page serves no files.
+        sendfile: false,
         ..HttpOptions::default()
     };
     serve_http(conn, &opts, move |info| {
