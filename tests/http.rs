@@ -1579,3 +1579,28 @@ fn large_files_leave_with_sendfile_on_plain_tcp() {
         }
     }
 }
+
+/// The open-file limit caps connections (two descriptors each here: the socket and a file): a
+/// real cut (256 descriptors for the default 10,000 connections) is said at start; the few slots
+/// the descriptor reserve takes from the default under a limit of 20,000 are not worth a warning.
+#[test]
+fn a_real_connection_cap_from_the_fd_limit_is_said_and_a_tiny_one_is_not() {
+    let fx = fixture();
+    for (nofile, warned) in [("256", true), ("20000", false)] {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_sockit"))
+            .args([
+                "http",
+                fx.root.path().to_str().unwrap(),
+                "-l",
+                "127.0.0.1:0",
+            ]);
+        let server = Server::start_command(cmd);
+        let got = curl(&[&url(&server, "/hello.txt")]);
+        assert_eq!(got.status, 200);
+        let said = server.stderr().contains("allows only");
+        assert_eq!(said, warned, "nofile {nofile}:\n{}", server.stderr());
+    }
+}

@@ -57,13 +57,23 @@ impl ServerOptions {
         let mut max = self.max_conns;
         if let Some(budget) = super::rlimit::conn_budget(self.fds_per_conn) {
             if budget < max {
-                tracing::warn!(
-                    max_conns = budget,
-                    asked = max,
-                    fd_limit = super::rlimit::fd_limit(),
-                    "the open-file limit (ulimit -n) allows only {budget} connections; \
-                     serving at most that many (raise the limit for more)"
-                );
+                // A cut of a few slots (the default 10,000 under a 20,000-descriptor limit with
+                // two per connection) is the reserve doing its job, not news: said only with -v.
+                if budget.saturating_mul(10) < max.saturating_mul(9) {
+                    tracing::warn!(
+                        max_conns = budget,
+                        asked = max,
+                        fd_limit = super::rlimit::fd_limit(),
+                        "the open-file limit (ulimit -n) allows only {budget} connections; \
+                         serving at most that many (raise the limit for more)"
+                    );
+                } else {
+                    tracing::debug!(
+                        max_conns = budget,
+                        asked = max,
+                        "connections capped by the open-file limit"
+                    );
+                }
                 max = budget;
             }
         }
