@@ -288,3 +288,81 @@ fn silent_and_never_reading_clients_are_cut_by_the_idle_timeout() {
         silent,
     );
 }
+
+/// Sends the transfer protocol's real opening (magic and version) a byte every 300 ms: only the
+/// receiver's header timeout can tell it from a slow network.
+fn trickles_the_magic(conn: &mut TcpStream) {
+    for b in b"SOCKITXF\x01" {
+        if conn.write_all(&[*b]).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `recv -k` under silent senders and senders that trickle their opening: each is cut by the
+/// header timeout (`--handshake-timeout`), and a normal `sockit send` during the attack is
+/// served, verified, in about the time it takes without one (printed, not asserted).
+#[test]
+fn silent_and_trickling_senders_are_cut_and_recv_keeps_receiving() {
+    let dest = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let recv = Server::start(&[
+        "recv",
+        dest.path().to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "-k",
+        "--handshake-timeout",
+        "1s",
+    ]);
+    let addr = recv.addr();
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let mut round = 0;
+    let mut send = || {
+        round += 1;
+        let name = format!("f{round}.bin");
+        std::fs::write(src.path().join(&name), &data).expect("source");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sockit"));
+        cmd.arg("send")
+            .arg(src.path().join(&name))
+            .arg(addr.to_string());
+        let start = Instant::now();
+        let ran = common::run(cmd, b"", WAIT);
+        let took = start.elapsed();
+        assert_eq!(ran.code(), Some(0), "send {name}: {}", ran.stderr);
+        assert!(
+            std::fs::read(dest.path().join(&name)).expect("received") == data,
+            "{name} differs"
+        );
+        took
+    };
+    let before = send();
+    for (what, attack) in [
+        ("silent", silent as fn(&mut TcpStream)),
+        ("trickling", trickles_the_magic),
+    ] {
+        let attackers: Vec<thread::JoinHandle<Duration>> = (0..ATTACKERS)
+            .map(|_| {
+                thread::spawn(move || {
+                    let mut conn = TcpStream::connect(addr).expect("attacker connects");
+                    attack(&mut conn);
+                    closed_within(&mut conn, Duration::from_secs(8), "a hostile sender")
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        let during = send();
+        let slowest = attackers
+            .into_iter()
+            .map(|a| a.join().expect("attacker"))
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "recv -k {what}: a 1 MiB send took {before:?} before, {during:?} during; \
+             {ATTACKERS} attackers cut within {slowest:?}"
+        );
+    }
+    let after = send();
+    eprintln!("recv -k: after {after:?}");
+}
