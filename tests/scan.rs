@@ -701,3 +701,77 @@ fn scan_has_a_man_page_and_completions() {
     let ran = run(cmd, b"", LIMIT);
     assert!(ran.stdout_text().contains("--top-ports"));
 }
+
+/// Hostile ports for the banner reader: one trickles a byte every 100 ms for ever, one floods
+/// megabytes, one accepts and never says a thing. The scan still ends within its banner wait
+/// (plus scheduling), the flood's banner is cut at --banner-bytes, and the trickle gives what came
+/// within the wait. The scan's time is printed (`--nocapture`), not asserted beyond a wide bound.
+#[test]
+fn hostile_banners_are_bounded_in_time_and_size() {
+    let ip = "127.83.4.2";
+    let spawn = |talk: fn(std::net::TcpStream)| {
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        thread::spawn(move || {
+            if let Ok((c, _)) = l.accept() {
+                talk(c);
+            }
+        });
+        port
+    };
+    let trickle = spawn(|mut c| {
+        for _ in 0..100 {
+            if c.write_all(b"t").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let flood = spawn(|mut c| {
+        let chunk = vec![b'f'; 64 * 1024];
+        for _ in 0..160 {
+            if c.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mute = spawn(|c| {
+        thread::sleep(Duration::from_secs(10));
+        drop(c);
+    });
+    let spec = format!("{trickle},{flood},{mute}");
+    let start = std::time::Instant::now();
+    let doc = json_of(&scan(&[
+        ip,
+        "-p",
+        &spec,
+        "--banner",
+        "--banner-wait",
+        "1s",
+        "--banner-bytes",
+        "512",
+        "--json",
+    ]));
+    let took = start.elapsed();
+    eprintln!("scan of a trickling, a flooding and a mute port with --banner-wait 1s: {took:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "the banner reader was held {took:?}"
+    );
+    let results = doc["results"].as_array().unwrap();
+    let of = |port: u16| {
+        results
+            .iter()
+            .find(|r| r["port"] == port)
+            .unwrap_or_else(|| panic!("port {port} in {doc}"))
+    };
+    let t = of(trickle)["banner"].as_str().unwrap_or("").to_string();
+    assert!(
+        !t.is_empty() && t.len() <= 12 && t.chars().all(|c| c == 't'),
+        "the trickle's banner: {t:?}"
+    );
+    let f = of(flood)["banner"].as_str().unwrap_or("").to_string();
+    assert_eq!(f.len(), 512, "the flood's banner is cut at --banner-bytes");
+    assert_eq!(of(mute)["state"], "open");
+    assert!(of(mute).get("banner").is_none());
+}
