@@ -2274,3 +2274,43 @@ fn an_offer_over_max_files_is_refused() {
         "something was written"
     );
 }
+
+/// A sender that stops in the middle of a file (its connection open, nothing more said) is cut
+/// by the receiver's idle limit (`-i`), and the bytes it did send are kept for a resume.
+#[test]
+fn a_sender_that_stalls_mid_file_is_cut_by_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dest");
+    fs::create_dir_all(&dir).unwrap();
+    let (recv, addr) = start_recv(&dir, &["-i", "1s"]);
+    let mut w = Wire::connect(addr);
+    w.raw(b"SOCKITXF\x01").unwrap();
+    w.control(&json!({"type":"hello","version":1,"auth":false,"spake":null,"compress":false}))
+        .unwrap();
+    let welcome = w.read_control().expect("welcome");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    w.control(&json!({"type":"offer","entries":[file_entry("s.bin", 4 * MIB)]}))
+        .unwrap();
+    let plan = w.read_control().expect("plan");
+    assert_eq!(plan_for(&plan, 0).unwrap()["action"], "send", "{plan}");
+    w.control(&json!({"type":"file","index":0,"offset":0}))
+        .unwrap();
+    w.frame(1, &vec![b'x'; 300_000]).unwrap();
+    let stalled = Instant::now();
+    // Nothing more, and the connection stays open: only the idle limit can end this.
+    let r = recv.finish(Duration::from_secs(20));
+    let took = stalled.elapsed();
+    assert!(!r.ok(), "a stalled sender completed: {r}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the receiver waited {took:?} on a sender idle for longer than -i 1s"
+    );
+    assert!(
+        !dir.join("s.bin").exists(),
+        "a final file from a cut transfer"
+    );
+    let kept = partials_of(&dir.join("s.bin"));
+    assert_eq!(kept.len(), 1, "the partial is kept: {kept:?}");
+    assert_eq!(kept[0].1, 300_000, "{kept:?}");
+    drop(w);
+}
