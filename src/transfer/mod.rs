@@ -21,6 +21,7 @@ pub mod progress;
 pub mod recv;
 pub mod report;
 pub mod send;
+mod session;
 pub mod source;
 pub mod wire;
 

@@ -11,14 +11,15 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
 
 use super::auth::Exchange;
 use super::progress::Progress;
 use super::report::{FileReport, FileStatus, Report, Role};
 use super::send::unexpected;
+use super::session::Session;
 use super::wire::{self, Action, Entry, EntryKind, FileResult, Frame, Msg, Planned};
 use super::{
     legacy, names, TransferError, DEFAULT_HELLO, DEFAULT_IDLE, DEFAULT_LEGACY_NAME,
@@ -88,11 +89,7 @@ where
 {
     let start = Instant::now();
     let mut report = Report::new(Role::Recv);
-    let mut io = Session {
-        stream: BufStream::with_capacity(256 << 10, 64 << 10, stream),
-        buf: BytesMut::new(),
-        idle: opts.idle,
-    };
+    let mut io = Session::new(stream, 256 << 10, 64 << 10, opts.idle);
     let hello = opts.hello_timeout;
     let magic = match tokio::time::timeout(hello, wire::read_magic(&mut io.stream)).await {
         Err(_) => Err(TransferError::Idle(hello)),
@@ -127,42 +124,6 @@ where
     }
     report.elapsed = start.elapsed();
     report
-}
-
-struct Session<S> {
-    stream: BufStream<S>,
-    buf: BytesMut,
-    idle: Duration,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn say(&mut self, msg: &Msg) -> Result<(), TransferError> {
-        let idle = self.idle;
-        let write = async {
-            wire::write_msg(&mut self.stream, msg).await?;
-            self.stream.flush().await.map_err(TransferError::Net)
-        };
-        tokio::time::timeout(idle, write)
-            .await
-            .map_err(|_| TransferError::Idle(idle))?
-    }
-
-    async fn frame(&mut self) -> Result<Frame, TransferError> {
-        match tokio::time::timeout(self.idle, wire::read_frame(&mut self.stream, &mut self.buf))
-            .await
-            .map_err(|_| TransferError::Idle(self.idle))??
-        {
-            Frame::Control(Msg::Error { message }) => Err(TransferError::Peer(message)),
-            frame => Ok(frame),
-        }
-    }
-
-    async fn hear(&mut self) -> Result<Msg, TransferError> {
-        match self.frame().await? {
-            Frame::Control(msg) => Ok(msg),
-            Frame::Data(_) => Err(TransferError::Protocol("file data out of place".into())),
-        }
-    }
 }
 
 /// What the plan decided for one entry of the offer.

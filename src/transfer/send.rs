@@ -7,15 +7,16 @@ use std::fs::File;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWriteExt, BufStream};
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::auth::Exchange;
 use super::progress::Progress;
 use super::report::{FileReport, FileStatus, Report, Role};
+use super::session::Session;
 use super::source::Source;
-use super::wire::{self, Action, EntryKind, Frame, Msg, MAX_CHUNK};
+use super::wire::{self, Action, EntryKind, Msg, MAX_CHUNK};
 use super::{Link, TransferError, DEFAULT_IDLE};
 
 /// How a sender behaves.
@@ -58,11 +59,7 @@ pub async fn send<S: Link>(stream: S, sources: &[Source], opts: &SendOptions) ->
             error: Some("not sent".into()),
         })
         .collect();
-    let mut io = Session {
-        stream: BufStream::with_capacity(64 << 10, 64 << 10, stream),
-        buf: BytesMut::new(),
-        idle: opts.idle,
-    };
+    let mut io = Session::new(stream, 64 << 10, 64 << 10, opts.idle);
     if let Err(e) = run(&mut io, sources, opts, &mut report).await {
         // The receiver may have said why before closing: that is the better message.
         let e = match e {
@@ -80,50 +77,6 @@ pub async fn send<S: Link>(stream: S, sources: &[Source], opts: &SendOptions) ->
     }
     report.elapsed = start.elapsed();
     report
-}
-
-/// The stream and what reading frames needs.
-struct Session<S> {
-    stream: BufStream<S>,
-    buf: BytesMut,
-    idle: Duration,
-}
-
-impl<S: Link> Session<S> {
-    async fn say(&mut self, msg: &Msg) -> Result<(), TransferError> {
-        let idle = self.idle;
-        let write = async {
-            wire::write_msg(&mut self.stream, msg).await?;
-            self.stream.flush().await.map_err(TransferError::Net)
-        };
-        tokio::time::timeout(idle, write)
-            .await
-            .map_err(|_| TransferError::Idle(idle))?
-    }
-
-    /// The next control message; an `error` from the receiver becomes [`TransferError::Peer`].
-    async fn hear(&mut self) -> Result<Msg, TransferError> {
-        let frame =
-            tokio::time::timeout(self.idle, wire::read_frame(&mut self.stream, &mut self.buf))
-                .await
-                .map_err(|_| TransferError::Idle(self.idle))??;
-        match frame {
-            Frame::Control(Msg::Error { message }) => Err(TransferError::Peer(message)),
-            Frame::Control(msg) => Ok(msg),
-            Frame::Data(_) => Err(TransferError::Protocol(
-                "file data from the receiver".into(),
-            )),
-        }
-    }
-
-    /// After a failed write: what the receiver said before it closed, if anything.
-    async fn last_word(&mut self) -> Option<TransferError> {
-        let read = wire::read_frame(&mut self.stream, &mut self.buf);
-        match tokio::time::timeout(Duration::from_secs(2), read).await {
-            Ok(Ok(Frame::Control(Msg::Error { message }))) => Some(TransferError::Peer(message)),
-            _ => None,
-        }
-    }
 }
 
 async fn run<S: Link>(
