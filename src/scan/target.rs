@@ -326,11 +326,20 @@ pub fn service_name(port: u16) -> Option<&'static str> {
         .filter(|&name| name != "unknown")
 }
 
+/// The port of a service name from the table (the most frequent port where a name has several,
+/// as the table is in frequency order). A map built once: a list of a thousand names would
+/// otherwise scan the table a thousand times.
 fn service_port(name: &str) -> Option<u16> {
-    TOP_TCP
-        .iter()
-        .find(|&&(_, n)| n.eq_ignore_ascii_case(name) && n != "unknown")
-        .map(|&(p, _)| p)
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<String, u16>> =
+        std::sync::OnceLock::new();
+    let map = BY_NAME.get_or_init(|| {
+        let mut map = std::collections::HashMap::new();
+        for &(port, n) in TOP_TCP.iter().filter(|&&(_, n)| n != "unknown") {
+            map.entry(n.to_ascii_lowercase()).or_insert(port);
+        }
+        map
+    });
+    map.get(&name.to_ascii_lowercase()).copied()
 }
 
 #[cfg(test)]
@@ -383,6 +392,8 @@ mod tests {
         assert_eq!(parse_ports("65530-").unwrap().len(), 6);
         assert_eq!(parse_ports("-3").unwrap(), [1, 2, 3]);
         assert_eq!(parse_ports("http,ssh,80").unwrap(), [80, 22]);
+        assert_eq!(parse_ports("HTTPS,Ssh").unwrap(), [443, 22]);
+        assert!(parse_ports("unknown").is_err());
         for bad in ["", "0", "70000", "9-3", "1,,2", "nosuchservice", "1-x"] {
             assert!(parse_ports(bad).is_err(), "{bad:?}");
         }
