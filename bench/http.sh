@@ -25,14 +25,14 @@
 # cores, so requests/s measures client+server together and CPU per request is the fairer figure.
 # Everything this script starts is stopped on exit.
 #
-# Measured on the project's 2-core machine (shared, load 3-5; medians of 3 rounds of 10 s):
-#   1 KiB   sockit 46.0k req/s, 22.9 µs server CPU/req; nginx 55.3k, 19.6 µs; python 1.1k, 943 µs
-#   10 MiB  sockit 2.38 GB/s, 4.7 ms/req;             nginx 1.68 GB/s, 2.6 ms; python 1.15 GB/s
-# (sockit before the cheap wins of the same day: 20.0k req/s at 66 µs; 1.60 GB/s at 8.5 ms.) At
-# 1 KiB sockit is 0.83x nginx: two fifths of its CPU are the loopback TCP send (as for nginx), a
-# sixth reading and parsing the request in hyper, a quarter the file (openat2, statx, read,
-# close: nginx makes the same calls), the rest hyper's and tokio's bookkeeping, which nginx does
-# not have. At 10 MiB nginx is held back by wrk, not by itself.
+# Measured on the project's 2-core machine (2026-12-03, load from a niced fuzz build; medians of
+# 3 rounds of 5 s, RUNS=3 DURATION=5s PYTHON=0):
+#   1 KiB   sockit 31.9k req/s, 20.7 µs server CPU/req; nginx 44.5k, 14.0 µs   (0.72x: a miss)
+#   10 MiB  sockit 2.69 GB/s, 1.02 ms/req;             nginx 2.64 GB/s, 1.08 ms (1.02x)
+# 10 MiB before sockit sent large files with sendfile: 0.84-0.95x at 3.9x nginx's CPU per request.
+# At 1 KiB the loopback send (the softirq delivering to wrk, charged to the server's writev) is
+# the largest single cost for both; the rest of sockit's extra is hyper's and tokio's
+# bookkeeping (dispatch, encode, parse, timers, wakeups), which nginx does not have.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
