@@ -75,6 +75,34 @@ const HTTP_ASK: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 /// A request and how to recognise its answer.
 type Probe<'a> = (&'a [u8], fn(&[u8]) -> bool);
 
+/// [`ATTACKERS`] connections to `addr`, each running `attack` and then waiting (up to `limit`)
+/// for the server to close it, while `meanwhile` runs; `meanwhile`'s result and the longest any
+/// attacker waited after its attack.
+fn attacked<T>(
+    addr: SocketAddr,
+    attack: fn(&mut TcpStream),
+    limit: Duration,
+    what: &'static str,
+    meanwhile: impl FnOnce() -> T,
+) -> (T, Duration) {
+    let attackers: Vec<thread::JoinHandle<Duration>> = (0..ATTACKERS)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut conn = TcpStream::connect(addr).expect("attacker connects");
+                attack(&mut conn);
+                closed_within(&mut conn, limit, what)
+            })
+        })
+        .collect();
+    let got = meanwhile();
+    let slowest = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .max()
+        .unwrap_or_default();
+    (got, slowest)
+}
+
 /// Runs `attack` with [`ATTACKERS`] connections while a normal client is measured; every hostile
 /// connection must be closed by the server within `limit`.
 fn under_attack(
@@ -85,22 +113,10 @@ fn under_attack(
     attack: fn(&mut TcpStream),
 ) {
     let before = latency(addr, normal.0, normal.1);
-    let attackers: Vec<thread::JoinHandle<Duration>> = (0..ATTACKERS)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut conn = TcpStream::connect(addr).expect("attacker connects");
-                attack(&mut conn);
-                closed_within(&mut conn, limit, "a hostile connection")
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(200));
-    let during = latency(addr, normal.0, normal.1);
-    let cut: Vec<Duration> = attackers
-        .into_iter()
-        .map(|a| a.join().expect("attacker"))
-        .collect();
-    let slowest = cut.iter().max().copied().unwrap_or_default();
+    let (during, slowest) = attacked(addr, attack, limit, "a hostile connection", || {
+        thread::sleep(Duration::from_millis(200));
+        latency(addr, normal.0, normal.1)
+    });
     eprintln!(
         "{name}: normal client p50/max {}/{} us before, {}/{} us during; {ATTACKERS} attackers \
          cut within {slowest:?}",
@@ -220,20 +236,13 @@ fn tls_handshakes_that_stop_halfway_are_cut_by_the_handshake_timeout() {
         let server = Server::start(&args);
         let addr = server.addr();
         // Cut within a few seconds (the timeout is 1 s), never at the default 10 s.
-        let threads: Vec<_> = (0..ATTACKERS)
-            .map(|_| {
-                thread::spawn(move || {
-                    let mut conn = TcpStream::connect(addr).expect("connect");
-                    half_handshake(&mut conn);
-                    closed_within(&mut conn, Duration::from_secs(8), "a half handshake")
-                })
-            })
-            .collect();
-        let slowest = threads
-            .into_iter()
-            .map(|t| t.join().expect("attacker"))
-            .max()
-            .unwrap_or_default();
+        let ((), slowest) = attacked(
+            addr,
+            half_handshake,
+            Duration::from_secs(8),
+            "a half handshake",
+            || (),
+        );
         eprintln!("{}: half handshakes cut within {slowest:?}", args[0]);
         // The server still completes handshakes for others (openssl, a real TLS peer).
         let out = std::process::Command::new("openssl")
@@ -342,22 +351,16 @@ fn silent_and_trickling_senders_are_cut_and_recv_keeps_receiving() {
         ("silent", silent as fn(&mut TcpStream)),
         ("trickling", trickles_the_magic),
     ] {
-        let attackers: Vec<thread::JoinHandle<Duration>> = (0..ATTACKERS)
-            .map(|_| {
-                thread::spawn(move || {
-                    let mut conn = TcpStream::connect(addr).expect("attacker connects");
-                    attack(&mut conn);
-                    closed_within(&mut conn, Duration::from_secs(8), "a hostile sender")
-                })
-            })
-            .collect();
-        thread::sleep(Duration::from_millis(200));
-        let during = send();
-        let slowest = attackers
-            .into_iter()
-            .map(|a| a.join().expect("attacker"))
-            .max()
-            .unwrap_or_default();
+        let (during, slowest) = attacked(
+            addr,
+            attack,
+            Duration::from_secs(8),
+            "a hostile sender",
+            || {
+                thread::sleep(Duration::from_millis(200));
+                send()
+            },
+        );
         eprintln!(
             "recv -k {what}: a 1 MiB send took {before:?} before, {during:?} during; \
              {ATTACKERS} attackers cut within {slowest:?}"

@@ -217,18 +217,14 @@ impl Activity {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = match (&self.spans, sendfile::front(bufs)) {
-            (Some(spans), Front::Placeholder(want)) => {
-                let spans = spans.clone();
-                self.inner.guard(cx, |s, cx| match &*s {
-                    Stream::Tcp(tcp) => spans.poll_send(tcp, cx, want),
-                    _ => Poll::Ready(Err(std::io::Error::other("sendfile needs plain TCP"))),
-                })
-            }
-            (Some(_), Front::Ordinary(n)) => {
-                Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..n])
-            }
-            (None, _) => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        let Activity { inner, spans, .. } = self;
+        let r = match (spans, sendfile::front(bufs)) {
+            (Some(spans), Front::Placeholder(want)) => inner.guard(cx, |s, cx| match &*s {
+                Stream::Tcp(tcp) => spans.poll_send(tcp, cx, want),
+                _ => Poll::Ready(Err(std::io::Error::other("sendfile needs plain TCP"))),
+            }),
+            (Some(_), Front::Ordinary(n)) => Pin::new(inner).poll_write_vectored(cx, &bufs[..n]),
+            (None, _) => Pin::new(inner).poll_write_vectored(cx, bufs),
         };
         self.moved(&r);
         r

@@ -671,10 +671,7 @@ async fn lane(shared: Arc<Shared>) {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let took = started.elapsed();
-                    let outcome = match shared.banner {
-                        Some(cfg) => Outcome::Open(read_banner(stream, cfg, &shared.done).await),
-                        None => Outcome::Open(None),
-                    };
+                    let outcome = open_with_banner(stream, &shared).await;
                     drop(slot);
                     let _ = shared.tx.send(vec![Probed {
                         item,
@@ -693,12 +690,7 @@ async fn lane(shared: Arc<Shared>) {
                         Err(_) => Outcome::TimedOut,
                         Ok(Err(e)) => classify(e),
                         Ok(Ok(stream)) if is_self_connect(&stream) => opened(stream, None),
-                        Ok(Ok(stream)) => match shared.banner {
-                            Some(cfg) => {
-                                Outcome::Open(read_banner(stream, cfg, &shared.done).await)
-                            }
-                            None => Outcome::Open(None),
-                        },
+                        Ok(Ok(stream)) => open_with_banner(stream, &shared).await,
                     };
                     drop(slot);
                     let _ = shared.tx.send(vec![Probed {
@@ -738,6 +730,14 @@ async fn lane(shared: Arc<Shared>) {
 }
 
 /// The outcome of a completed connect: open, unless it reached itself.
+/// An open port's outcome, with what it says first when banners are asked for.
+async fn open_with_banner(stream: TcpStream, shared: &Shared) -> Outcome {
+    match shared.banner {
+        Some(cfg) => Outcome::Open(read_banner(stream, cfg, &shared.done).await),
+        None => Outcome::Open(None),
+    }
+}
+
 fn opened(stream: TcpStream, banner: Option<Vec<u8>>) -> Outcome {
     if is_self_connect(&stream) {
         // Closed with a reset, so the pair of equal ports does not linger in TIME_WAIT and the
