@@ -1,10 +1,12 @@
 //! Endpoints as users type them (`HOST:PORT`, `[IPv6]:PORT`, `unix:PATH`) and the addresses sockets
 //! report back.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use super::NetError;
 
@@ -109,25 +111,37 @@ const WELL_KNOWN: &[(&str, u16)] = &[
 /// getservbyname(3) reads it, else the small built-in table.
 pub fn service_port(name: &str) -> Option<u16> {
     let wanted = name.to_ascii_lowercase();
-    if let Ok(text) = std::fs::read_to_string("/etc/services") {
+    services().get(wanted.as_str()).copied().or_else(|| {
+        WELL_KNOWN
+            .iter()
+            .find(|(n, _)| *n == wanted)
+            .map(|(_, p)| *p)
+    })
+}
+
+/// /etc/services as a map from lower-cased name or alias to port, read once per process: a
+/// scan list or a fuzzer may look up thousands of names, and the file does not change under us.
+/// The first line that names a service wins, as in getservbyname(3).
+fn services() -> &'static HashMap<String, u16> {
+    static SERVICES: OnceLock<HashMap<String, u16>> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let mut map = HashMap::new();
+        let text = std::fs::read_to_string("/etc/services").unwrap_or_default();
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("");
             let mut fields = line.split_whitespace();
             let (Some(service), Some(port_proto)) = (fields.next(), fields.next()) else {
                 continue;
             };
-            let names = std::iter::once(service).chain(fields);
-            if names.map(str::to_ascii_lowercase).any(|n| n == wanted) {
-                if let Some(port) = port_proto.split('/').next().and_then(|p| p.parse().ok()) {
-                    return Some(port);
-                }
+            let Some(port) = port_proto.split('/').next().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            for name in std::iter::once(service).chain(fields) {
+                map.entry(name.to_ascii_lowercase()).or_insert(port);
             }
         }
-    }
-    WELL_KNOWN
-        .iter()
-        .find(|(n, _)| *n == wanted)
-        .map(|(_, p)| *p)
+        map
+    })
 }
 
 impl FromStr for Endpoint {
