@@ -1604,3 +1604,73 @@ fn a_real_connection_cap_from_the_fd_limit_is_said_and_a_tiny_one_is_not() {
         assert_eq!(said, warned, "nofile {nofile}:\n{}", server.stderr());
     }
 }
+
+/// Each worker thread's name and CPU time in nanoseconds (schedstat), by thread id.
+fn worker_cpu(pid: i32) -> Vec<(String, u64)> {
+    threads(pid)
+        .into_iter()
+        .filter_map(|tid| {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let name = std::fs::read_to_string(format!("{dir}/comm")).ok()?;
+            let ns = std::fs::read_to_string(format!("{dir}/schedstat")).ok()?;
+            let ns = ns.split_whitespace().next()?.parse().ok()?;
+            Some((name.trim().to_string(), ns))
+        })
+        .filter(|(name, _)| name.starts_with("sockit-worker"))
+        .collect()
+}
+
+/// `--workers N` serves connections on N threads of their own, handed out in turn: with 3, three
+/// worker threads exist and each of them does a share of the work for 24 keep-alive clients; the
+/// responses are right on all of them, and the server still stops cleanly when told.
+#[test]
+fn workers_share_the_connections_between_them() {
+    let fx = fixture();
+    let mut server = start(&fx, &["--workers", "3", "--no-access-log"]);
+    // The workers start as the server begins to accept, just after it says where it listens.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut before = worker_cpu(server.pid());
+    while before.len() < 3 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        before = worker_cpu(server.pid());
+    }
+    assert_eq!(before.len(), 3, "worker threads: {before:?}");
+    let addr = server.addr();
+    let clients: Vec<_> = (0..24)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+                for _ in 0..200 {
+                    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                        .unwrap();
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        let n = std::io::BufRead::read_line(&mut reader, &mut head).unwrap();
+                        assert!(n > 0, "closed inside a head: {head:?}");
+                    }
+                    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+                    assert!(head.contains("content-length: 13\r\n"), "{head}");
+                    let mut body = [0u8; 13];
+                    reader.read_exact(&mut body).unwrap();
+                    assert_eq!(&body, b"hello, world\n");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let after = worker_cpu(server.pid());
+    for ((name, was), (_, now)) in before.iter().zip(&after) {
+        // 1600 requests each: far more than a worker spends idle.
+        assert!(
+            now - was > 20_000_000,
+            "{name} did {} ns of 4800 requests' work: {after:?}",
+            now - was
+        );
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(5)).is_some());
+}

@@ -70,7 +70,5 @@ where
 
 /// The number of worker threads a generator uses unless told otherwise: one per CPU.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    crate::net::cpus()
 }

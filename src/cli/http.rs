@@ -101,6 +101,11 @@ pub struct HttpArgs {
     #[arg(long)]
     pub no_sendfile: bool,
 
+    /// Serve connections on this many worker threads, each with its own event loop (nginx's
+    /// worker_processes; 0 = one per CPU)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: usize,
+
     /// No access log (one line per request on stderr, common log format, JSON with --log-json)
     #[arg(long)]
     pub no_access_log: bool,
@@ -156,6 +161,10 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     };
     let tls = server.tls.is_some();
     config.server = server;
+    config.server.workers = Some(match args.workers {
+        0 => net::cpus(),
+        n => n,
+    });
     let shutdown = net::on_signals()?;
     let server = HttpServer::bind(config).await?;
     let what = match (&server.local_addr(), tls) {

@@ -41,6 +41,7 @@ mod stream;
 pub mod telnet;
 pub mod tls;
 mod udp;
+mod workers;
 
 pub use access::{AccessList, IpList};
 pub use admit::{AddrLimits, Admitted, ConnSlots, Refusal};
@@ -65,3 +66,4 @@ pub use server::{accept_one, serve, Conn, ServerOptions};
 pub use shutdown::{on_signals, DEFAULT_DRAIN};
 pub use stream::{connect, ConnectOptions, Stream};
 pub use udp::{bind_udp, ServerSocket};
+pub use workers::{cpus, Workers};

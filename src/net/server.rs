@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admit::{AddrLimits, Admitted, ConnSlots, Refusal};
 use super::tls::ServerTls;
+use super::workers::Workers;
 use super::{AccessList, Listener, PeerAddr, Stream, DEFAULT_DRAIN};
 
 /// Limits and policies of a stream server. Every field has a default a public server can live with.
@@ -43,6 +44,9 @@ pub struct ServerOptions {
     /// Descriptors one connection may hold while served (its socket, and a file or a command's
     /// pipes), for the connection budget the open-file limit leaves (see [`ServerOptions::slots`]).
     pub fds_per_conn: u64,
+    /// Connections are served on this many worker threads of their own (see [`Workers`]), handed
+    /// out in turn; `None` serves them as tasks of the caller's runtime.
+    pub workers: Option<usize>,
 }
 
 impl ServerOptions {
@@ -95,6 +99,7 @@ impl Default for ServerOptions {
             addr_limit_message: None,
             shared_slots: None,
             fds_per_conn: 1,
+            workers: None,
         }
     }
 }
@@ -156,6 +161,17 @@ pub async fn serve<H, F>(
     let finish = CancellationToken::new();
     let cut = CancellationToken::new();
     let local = listener.local_addr();
+    let workers = match opts.workers {
+        None => None,
+        Some(n) => match Workers::start(n) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                // Still served, on the caller's runtime: slower, not broken.
+                tracing::warn!(error = %e, "cannot start worker threads; serving without them");
+                None
+            }
+        },
+    };
 
     loop {
         let accepted = tokio::select! {
@@ -183,7 +199,10 @@ pub async fn serve<H, F>(
         let cut = cut.clone();
         let idle_timeout = opts.idle_timeout;
         let handshake_timeout = opts.handshake_timeout;
-        tracker.spawn(async move {
+        // Counted from now, wherever it runs: the drain waits for it.
+        let tracked = tracker.token();
+        let serve_conn = move |stream: Stream| async move {
+            let _tracked = tracked;
             let _permit = permit;
             let work = async move {
                 let Some(stream) = handshake(tls.as_ref(), stream, &peer, handshake_timeout).await
@@ -202,7 +221,13 @@ pub async fn serve<H, F>(
                 _ = work => {}
                 _ = cut.cancelled() => {}
             }
-        });
+        };
+        match &workers {
+            Some(workers) => workers.spawn(stream, serve_conn),
+            None => {
+                tokio::spawn(serve_conn(stream));
+            }
+        }
     }
 
     drop(listener);
@@ -219,6 +244,7 @@ pub async fn serve<H, F>(
         cut.cancel();
         tracker.wait().await;
     }
+    drop(workers);
     tracing::info!(listener = %local, "stopped");
 }
 

@@ -393,7 +393,7 @@ pub async fn run(
     }
     let lanes = config
         .lanes
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .unwrap_or_else(|| crate::net::cpus())
         .clamp(1, 64);
     let limits = Limits {
         fd_limit,
