@@ -391,10 +391,7 @@ pub async fn run(
             ceiling = ceiling.min(budget);
         }
     }
-    let lanes = config
-        .lanes
-        .unwrap_or_else(|| crate::net::cpus())
-        .clamp(1, 64);
+    let lanes = config.lanes.unwrap_or_else(crate::net::cpus).clamp(1, 64);
     let limits = Limits {
         fd_limit,
         fd_budget,
