@@ -25,14 +25,15 @@
 # cores, so requests/s measures client+server together and CPU per request is the fairer figure.
 # Everything this script starts is stopped on exit.
 #
-# Measured on the project's 2-core machine (2026-12-03, load from a niced fuzz build; medians of
-# 3 rounds of 5 s, RUNS=3 DURATION=5s PYTHON=0):
-#   1 KiB   sockit 31.9k req/s, 20.7 µs server CPU/req; nginx 44.5k, 14.0 µs   (0.72x: a miss)
-#   10 MiB  sockit 2.69 GB/s, 1.02 ms/req;             nginx 2.64 GB/s, 1.08 ms (1.02x)
-# 10 MiB before sockit sent large files with sendfile: 0.84-0.95x at 3.9x nginx's CPU per request.
-# At 1 KiB the loopback send (the softirq delivering to wrk, charged to the server's writev) is
-# the largest single cost for both; the rest of sockit's extra is hyper's and tokio's
-# bookkeeping (dispatch, encode, parse, timers, wakeups), which nginx does not have.
+# Measured on the project's 2-core machine (2026-12-03 17:56, medians of 3 rounds of 5 s,
+# RUNS=3 DURATION=5s PYTHON=0; sockit with --workers 2):
+#   1 KiB   sockit 55.0k req/s, 22.4 µs server CPU/req; nginx 60.8k, 18.3 µs   (0.90x: a miss)
+#   10 MiB  sockit 2.78 GB/s, 1.25 ms/req;             nginx 2.82 GB/s, 1.08 ms (0.99x)
+# Before --workers (connections as tasks of one multi-threaded runtime): 1 KiB 0.72x. Unloaded
+# (wrk -t1 -c16, one worker each) sockit used less CPU per 1 KiB request than nginx; the gap is
+# in the contended case, where both servers and wrk share two cores: sockit's workers sleep and
+# wake more often (0.46 context switches per request against nginx's 0.32, perf stat) and its
+# user-space share (hyper's parse/encode/dispatch, tokio's timers) is about twice nginx's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -163,7 +164,7 @@ for name in "${servers[@]}"; do
   done
 done
 
-echo "wrk -t2 -c64 -d$DURATION, $RUNS round(s); nginx: $THREADS workers, sendfile on; sockit: $THREADS runtime threads; access logs off"
+echo "wrk -t2 -c64 -d$DURATION, $RUNS round(s); nginx: $THREADS workers, sendfile on; sockit: $THREADS workers; access logs off"
 RESULTS="$WORK/results"
 : >"$RESULTS"
 printf '%-5s %-7s %-7s %11s %9s %14s %14s %7s\n' run file server "requests/s" "MB/s" "server µs/req" "wrk µs/req" errors
