@@ -147,7 +147,7 @@ done = function(summary, latency, requests)
 end
 LUA
 
-start sockit "$P_SOCKIT" "$BIN" http "$WWW" -l "127.0.0.1:$P_SOCKIT" --no-access-log
+start sockit "$P_SOCKIT" "$BIN" http "$WWW" -l "127.0.0.1:$P_SOCKIT" --no-access-log --workers "$THREADS"
 start nginx "$P_NGINX" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
 servers=(sockit nginx)
 if [ "$PYTHON" = 1 ]; then
