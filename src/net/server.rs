@@ -174,20 +174,8 @@ pub async fn serve<H, F>(
     };
 
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: the process or system is out of something. Sleeping lets
-                // existing connections close and free it; spinning would burn the CPU they need.
-                tracing::warn!(listener = %local, error = %e, "accept failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let Some((mut stream, peer)) = next_connection(&listener, &shutdown).await else {
+            break;
         };
         let Some(permit) = screen(&opts, &slots, &mut refusals, &peer, &mut stream).await else {
             continue;
@@ -246,6 +234,34 @@ pub async fn serve<H, F>(
     }
     drop(workers);
     tracing::info!(listener = %local, "stopped");
+}
+
+/// The next connection `listener` accepts, or `None` once `shutdown` is cancelled. Accept errors
+/// are logged and survived: EMFILE/ENFILE/ENOBUFS mean the process or system is out of
+/// something, and a pause lets existing connections close and free it, where retrying at once
+/// would burn the CPU they need.
+async fn next_connection(
+    listener: &Listener,
+    shutdown: &CancellationToken,
+) -> Option<(Stream, PeerAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(pair) => return Some(pair),
+            Err(e) => {
+                let local = listener.local_addr();
+                tracing::warn!(listener = %local, error = %e, "accept failed; retrying shortly");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Allow/deny and the connection limits for one accepted connection: its slot, or `None` when it
@@ -332,21 +348,8 @@ pub async fn accept_one(
     // One slot, and the per-address limits: a reconnect loop is still slowed down.
     let slots = ConnSlots::new(1, opts.per_addr.clone());
     let mut refusals = RefusalLog::default();
-    let local = listener.local_addr();
     loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            a = listener.accept() => a,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(listener = %local, error = %e, "accept failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (mut stream, peer) = next_connection(listener, shutdown).await?;
         let Some(permit) = screen(opts, &slots, &mut refusals, &peer, &mut stream).await else {
             continue;
         };

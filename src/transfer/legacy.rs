@@ -72,12 +72,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let got = hex::encode(md5.finalize());
     let mut entry = FileReport {
-        path: name.clone(),
-        bytes: total,
         moved: total,
-        blake3: None,
-        status: FileStatus::Failed,
-        error: None,
+        ..FileReport::new(name.clone(), total, FileStatus::Failed)
     };
     if got != want {
         drop(file);
@@ -139,12 +135,8 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(TransferError::Net)?;
     stream.shutdown().await.map_err(TransferError::Net)?;
     report.files.push(FileReport {
-        path: path.display().to_string(),
-        bytes: data_len,
         moved: sent,
-        blake3: None,
-        status: FileStatus::Ok,
-        error: None,
+        ..FileReport::new(path.display().to_string(), data_len, FileStatus::Ok)
     });
     Ok(())
 }

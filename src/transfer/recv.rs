@@ -305,14 +305,10 @@ fn make_plan(
     let mut plan = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         let refuse = |report: &mut Report, reason: String| {
-            report.files.push(FileReport {
-                path: entry.path.clone(),
-                bytes: entry.size,
-                moved: 0,
-                blake3: None,
-                status: FileStatus::Failed,
-                error: Some(format!("refused: {reason}")),
-            });
+            report.files.push(
+                FileReport::new(&entry.path, entry.size, FileStatus::Failed)
+                    .with_error(format!("refused: {reason}")),
+            );
             tracing::warn!(name = %entry.path.escape_debug(), "refused: {reason}");
             reason
         };
@@ -332,14 +328,9 @@ fn make_plan(
                             offset: target.offset,
                         },
                     });
-                    report.files.push(FileReport {
-                        path: entry.path.clone(),
-                        bytes: entry.size,
-                        moved: 0,
-                        blake3: None,
-                        status: FileStatus::Failed,
-                        error: None,
-                    });
+                    report
+                        .files
+                        .push(FileReport::new(&entry.path, entry.size, FileStatus::Failed));
                     slots.push(Slot::File {
                         report: report.files.len() - 1,
                         target,
@@ -350,14 +341,11 @@ fn make_plan(
                         index,
                         action: Action::Skip,
                     });
-                    report.files.push(FileReport {
-                        path: entry.path.clone(),
-                        bytes: entry.size,
-                        moved: 0,
-                        blake3: None,
-                        status: FileStatus::Skipped,
-                        error: None,
-                    });
+                    report.files.push(FileReport::new(
+                        &entry.path,
+                        entry.size,
+                        FileStatus::Skipped,
+                    ));
                     slots.push(Slot::Nothing);
                 }
                 Err(reason) => {

@@ -35,6 +35,28 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
+impl FileReport {
+    /// A file of `bytes` at `path` in `status`: nothing moved yet, no digest, no error.
+    pub fn new(path: impl Into<String>, bytes: u64, status: FileStatus) -> Self {
+        FileReport {
+            path: path.into(),
+            bytes,
+            moved: 0,
+            blake3: None,
+            status,
+            error: None,
+        }
+    }
+
+    /// The same, with `error` said.
+    pub fn with_error(self, error: impl Into<String>) -> Self {
+        FileReport {
+            error: Some(error.into()),
+            ..self
+        }
+    }
+}
+
 /// A whole session's outcome.
 #[derive(Debug, Clone)]
 pub struct Report {

@@ -50,13 +50,8 @@ pub async fn send<S: Link>(stream: S, sources: &[Source], opts: &SendOptions) ->
     report.files = sources
         .iter()
         .filter(|s| s.entry.kind == EntryKind::File)
-        .map(|s| FileReport {
-            path: s.entry.path.clone(),
-            bytes: s.entry.size,
-            moved: 0,
-            blake3: None,
-            status: FileStatus::Failed,
-            error: Some("not sent".into()),
+        .map(|s| {
+            FileReport::new(&s.entry.path, s.entry.size, FileStatus::Failed).with_error("not sent")
         })
         .collect();
     let mut io = Session::new(stream, 64 << 10, 64 << 10, opts.idle);
