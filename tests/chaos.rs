@@ -18,11 +18,17 @@ use common::Server;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A JSON client that records every message it is sent, by number, until its connection ends.
+/// Returns once the client is in the room (its own join event has arrived): a message sequenced
+/// before the join is not delivered to it live, and a sender flat out can send all its lines
+/// within the time a loaded machine takes to get to the join (a flake once: "only 191 seen", the
+/// replay of what came before).
 fn watcher(addr: std::net::SocketAddr, nick: &str) -> mpsc::Receiver<(u64, String)> {
     let mut conn = TcpStream::connect(addr).expect("connect watcher");
     let hello = format!("{{\"sockit\":\"chat\",\"proto\":\"json\",\"nick\":\"{nick}\"}}\n");
     conn.write_all(hello.as_bytes()).expect("hello");
     let (tx, rx) = mpsc::channel();
+    let (joined_tx, joined) = mpsc::channel();
+    let me = nick.to_string();
     thread::spawn(move || {
         let reader = BufReader::new(conn);
         for line in reader.lines() {
@@ -30,6 +36,9 @@ fn watcher(addr: std::net::SocketAddr, nick: &str) -> mpsc::Receiver<(u64, Strin
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
+            if v["type"] == "join" && v["nick"] == me {
+                let _ = joined_tx.send(());
+            }
             if v["type"] == "message" {
                 let seq = v["seq"].as_u64().expect("seq");
                 let text = v["text"].as_str().unwrap_or_default().to_string();
@@ -39,6 +48,9 @@ fn watcher(addr: std::net::SocketAddr, nick: &str) -> mpsc::Receiver<(u64, Strin
             }
         }
     });
+    joined
+        .recv_timeout(WAIT)
+        .expect("the watcher joins within the wait");
     rx
 }
 
