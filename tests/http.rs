@@ -1673,4 +1673,15 @@ fn workers_share_the_connections_between_them() {
     }
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(5)).is_some());
+
+    // A count no machine needs is refused up front, as a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_sockit"))
+        .args(["http", ".", "-l", "127.0.0.1:0", "--workers", "100000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--workers"),
+        "{out:?}"
+    );
 }

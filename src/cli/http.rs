@@ -102,8 +102,9 @@ pub struct HttpArgs {
     pub no_sendfile: bool,
 
     /// Serve connections on this many worker threads, each with its own event loop (nginx's
-    /// worker_processes; 0 = one per CPU)
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// worker_processes; 0 = one per CPU; at most 256)
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=256))]
     pub workers: usize,
 
     /// No access log (one line per request on stderr, common log format, JSON with --log-json)
