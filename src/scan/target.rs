@@ -260,7 +260,10 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, ScanError> {
             },
         }
     };
-    let mut seen = vec![false; 65536];
+    // The first port not yet listed at or after each port (path-compressed), so overlapping
+    // ranges (`-p 1-,1-,...`) cost each port once in all, not once per range: the walk over a
+    // range jumps past what earlier items took.
+    let mut untaken: Vec<u32> = (0..=65536).collect();
     let mut ports = Vec::new();
     if spec.trim().is_empty() {
         return Err(bad("no ports given".into()));
@@ -288,14 +291,31 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, ScanError> {
                 (p, p)
             }
         };
-        for p in first..=last {
-            if !seen[usize::from(p)] {
-                seen[usize::from(p)] = true;
-                ports.push(p);
-            }
+        let mut p = first_untaken(&mut untaken, u32::from(first));
+        while p <= u32::from(last) {
+            // p <= last <= 65535.
+            ports.push(p as u16);
+            untaken[p as usize] = p + 1;
+            p = first_untaken(&mut untaken, p + 1);
         }
     }
     Ok(ports)
+}
+
+/// The first port at or after `p` that is not yet listed (65536 when none is), shortening the
+/// chain it follows so later walks jump straight there.
+fn first_untaken(untaken: &mut [u32], p: u32) -> u32 {
+    let mut root = p;
+    while untaken[root as usize] != root {
+        root = untaken[root as usize];
+    }
+    let mut at = p;
+    while untaken[at as usize] != root {
+        let next = untaken[at as usize];
+        untaken[at as usize] = root;
+        at = next;
+    }
+    root
 }
 
 /// The `n` ports most often found open (nmap's frequency order), `n` from 1 to the table's size.
@@ -401,5 +421,42 @@ mod tests {
         assert!(top_ports(0).is_err());
         assert!(top_ports(1001).is_err());
         assert_eq!(service_name(22), Some("ssh"));
+    }
+
+    /// Overlapping items list each port once, where it first appears, as a plain walk of every
+    /// item would; and a list of thousands of whole ranges is still every port once.
+    #[test]
+    fn overlapping_ports_are_listed_once_in_first_order() {
+        fn plain(spec: &str) -> Vec<u16> {
+            let mut seen = vec![false; 65536];
+            let mut out = Vec::new();
+            for part in spec.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let a: u16 = if a.is_empty() { 1 } else { a.parse().unwrap() };
+                let b: u16 = if b.is_empty() {
+                    65535
+                } else {
+                    b.parse().unwrap()
+                };
+                for p in a..=b {
+                    if !std::mem::replace(&mut seen[usize::from(p)], true) {
+                        out.push(p);
+                    }
+                }
+            }
+            out
+        }
+        for spec in [
+            "5-10,1-7,9,3-12,65535,65530-",
+            "100-200,150-250,1-120,199,201",
+            "65535,1-,2-3",
+            "7,7,7-7,6-8,1-5,4-9",
+        ] {
+            assert_eq!(parse_ports(spec).unwrap(), plain(spec), "{spec}");
+        }
+        let many = vec!["1-"; 2000].join(",");
+        let all = parse_ports(&many).unwrap();
+        assert_eq!(all.len(), 65535);
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1));
     }
 }
