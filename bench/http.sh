@@ -25,15 +25,19 @@
 # cores, so requests/s measures client+server together and CPU per request is the fairer figure.
 # Everything this script starts is stopped on exit.
 #
-# Measured on the project's 2-core machine (2026-12-03 17:56, medians of 3 rounds of 5 s,
-# RUNS=3 DURATION=5s PYTHON=0; sockit with --workers 2):
-#   1 KiB   sockit 55.0k req/s, 22.4 µs server CPU/req; nginx 60.8k, 18.3 µs   (0.90x: a miss)
-#   10 MiB  sockit 2.78 GB/s, 1.25 ms/req;             nginx 2.82 GB/s, 1.08 ms (0.99x)
-# Before --workers (connections as tasks of one multi-threaded runtime): 1 KiB 0.72x. Unloaded
-# (wrk -t1 -c16, one worker each) sockit used less CPU per 1 KiB request than nginx; the gap is
-# in the contended case, where both servers and wrk share two cores: sockit's workers sleep and
-# wake more often (0.46 context switches per request against nginx's 0.32, perf stat) and its
-# user-space share (hyper's parse/encode/dispatch, tokio's timers) is about twice nginx's.
+# Measured on the project's 2-core machine with nothing else running (2026-12-04 18:27, medians,
+# RUNS=5 DURATION=5s PYTHON=0; sockit with --workers 2):
+#   1 KiB   sockit 65.7k req/s, 17.2 µs server CPU/req; nginx 65.1k, 17.0 µs   (1.01x)
+#   10 MiB  sockit 2.69 GB/s, 1.11 ms/req;             nginx 2.69 GB/s, 1.22 ms (1.00x)
+# and in a RUNS=3 run just before: 1 KiB 1.07x (68.1k vs 63.5k, 0.94x the CPU), 10 MiB 0.98x.
+# Round to round either server moves by ±10%, so the 1 KiB figure is "level with nginx", not
+# "ahead". With a fuzzer or another load on the machine the 1 KiB ratio falls (0.59x-0.90x seen
+# on 2026-12-03): both servers and wrk then share what is left of two cores, and sockit's
+# workers sleep and wake more often than nginx's (0.46 context switches per request against
+# 0.32, perf stat). Where sockit's time goes (perf record -g under wrk): mostly the kernel
+# (waking wrk in sock_def_readable, scheduling, writev, the file's open); hyper's parse and
+# dispatch, the allocator and sockit's own code are each about 1% or less.
+# Before --workers (connections as tasks of one multi-threaded runtime): 1 KiB 0.72x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
