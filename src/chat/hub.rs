@@ -59,6 +59,25 @@ pub struct Pending {
     pub origin: Option<ClientId>,
 }
 
+/// The nick server notices are sent under.
+pub const SERVER_NICK: &str = "server";
+
+impl Pending {
+    /// A server notice to the members of `room`, delivered in order with the room's events.
+    pub fn notice(room: Arc<str>, text: &str) -> Pending {
+        Pending {
+            event: Event::new(
+                super::event::Kind::Notice,
+                Some(room),
+                Arc::from(SERVER_NICK),
+                text,
+            ),
+            route: Route::Room,
+            origin: None,
+        }
+    }
+}
+
 /// The hub closed (the server is stopping).
 #[derive(Debug, thiserror::Error)]
 #[error("the chat hub has stopped")]
@@ -307,6 +326,16 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock must not take the whole server down with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `room` exists here (it has members, or one on its way in).
+    pub fn has_room(&self, room: &str) -> bool {
+        self.lock().rooms.contains_key(room)
+    }
+
+    /// The names of the rooms that exist here.
+    pub fn room_names(&self) -> Vec<Arc<str>> {
+        self.lock().rooms.keys().cloned().collect()
     }
 
     /// Whether `room`'s recent history is in memory.

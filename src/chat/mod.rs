@@ -8,6 +8,7 @@
 //! the JSON lines over WebSocket for the browser page).
 
 pub mod client;
+pub mod cluster;
 pub(crate) mod command;
 mod driver;
 pub mod event;
@@ -146,6 +147,8 @@ pub enum History {
         full_sync: bool,
         retention: Retention,
     },
+    /// The cluster's Redis, shared with the other nodes ([`cluster`]).
+    Cluster(cluster::ClusterConfig),
 }
 
 /// A validated chat server configuration.
@@ -166,6 +169,8 @@ pub enum ChatError {
     Net(#[from] NetError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The sequencer thread died (a bug): nothing could be ordered or delivered any more, so the
     /// server told its clients and stopped rather than run on as an empty shell.
     #[error("the chat sequencer failed (see the panic message above); the server stopped")]
@@ -192,8 +197,46 @@ impl std::fmt::Debug for ChatServer {
     }
 }
 
+/// What orders, keeps and hands back the events: this process's sequencer and store, or the
+/// cluster's Redis.
+enum Engine {
+    Local {
+        store: Box<dyn Store>,
+        reader: Option<HistoryReader>,
+        retention: Retention,
+    },
+    Cluster(cluster::ClusterConfig),
+}
+
+/// Starts the sequencer's thread; `failed` is cancelled if it panics.
+fn start_sequencer(
+    shared: Arc<hub::Shared>,
+    rx: mpsc::Receiver<hub::Pending>,
+    store: Box<dyn Store>,
+    config: sequencer::Config,
+    failed: CancellationToken,
+) -> Result<std::thread::JoinHandle<()>, NetError> {
+    // The sequencer's own small runtime, for its timer only (retention, commit retries).
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| NetError::io("cannot start the chat sequencer's timer", e))?;
+    std::thread::Builder::new()
+        .name("chat-sequencer".into())
+        .spawn(move || {
+            let run = || sequencer::run(shared, rx, store, config, timer);
+            // The panic hook has printed the message; what is left is to stop the server.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                tracing::error!("the chat sequencer failed; stopping the server");
+                failed.cancel();
+            }
+        })
+        .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))
+}
+
 impl ChatServer {
-    /// Opens the history and the listening socket, and starts the sequencer.
+    /// Opens the history and the listening socket, and starts the sequencer (or joins the
+    /// cluster, whose Redis then orders and keeps the events).
     pub async fn bind(config: ChatConfig) -> Result<Self, ChatError> {
         let (store, retention): (Box<dyn Store>, _) = match &config.history {
             History::None => (Box::new(NoStore), Retention::default()),
@@ -202,20 +245,27 @@ impl ChatServer {
                 full_sync,
                 retention,
             } => (Box::new(SqliteStore::open(path, *full_sync)?), *retention),
+            History::Cluster(cluster) => {
+                let engine = Engine::Cluster(cluster.clone());
+                return Self::bind_with(config, engine).await;
+            }
         };
         // History reads go through the store, as its writes do.
         let reader = HistoryReader::of(store.as_ref())?;
-        Self::bind_with(config, store, reader, retention).await
+        let engine = Engine::Local {
+            store,
+            reader,
+            retention,
+        };
+        Self::bind_with(config, engine).await
     }
 
-    async fn bind_with(
-        config: ChatConfig,
-        mut store: Box<dyn Store>,
-        reader: Option<HistoryReader>,
-        retention: Retention,
-    ) -> Result<Self, ChatError> {
+    async fn bind_with(config: ChatConfig, mut engine: Engine) -> Result<Self, ChatError> {
         // Read now so an unreadable history stops the start, rather than numbering clash later.
-        let last_seq = store.last_seq()?;
+        let last_seq = match &mut engine {
+            Engine::Local { store, .. } => store.last_seq()?,
+            Engine::Cluster(_) => 0,
+        };
         let listener = Listener::bind(&config.endpoint).await?;
         let mut server = config.server;
         // --max-conns counts every client, whichever door it came in by.
@@ -240,32 +290,43 @@ impl ChatServer {
             room: settings.replay_bytes,
             total: settings.replay_memory,
         };
-        let shared = hub::Shared::new(memory, settings.announce_max, reader.is_some());
-        let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
-        let seq_config = sequencer::Config {
-            replay: settings.replay,
-            retention,
-            last_seq,
-        };
-        // The sequencer's own small runtime, for its timer only (retention, commit retries).
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| NetError::io("cannot start the chat sequencer's timer", e))?;
-        let seq_shared = shared.clone();
-        let sequencer_failed = CancellationToken::new();
-        let on_panic = sequencer_failed.clone();
-        let sequencer = std::thread::Builder::new()
-            .name("chat-sequencer".into())
-            .spawn(move || {
-                let run = || sequencer::run(seq_shared, rx, store, seq_config, timer);
-                // The panic hook has printed the message; what is left is to stop the server.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
-                    tracing::error!("the chat sequencer failed; stopping the server");
-                    on_panic.cancel();
+        // History is kept outside memory (a file, the cluster), so rooms nobody is in are let go.
+        let kept = matches!(
+            &engine,
+            Engine::Cluster(_)
+                | Engine::Local {
+                    reader: Some(_),
+                    ..
                 }
-            })
-            .map_err(|e| NetError::io("cannot start the chat sequencer thread", e))?;
+        );
+        let shared = hub::Shared::new(memory, settings.announce_max, kept);
+        let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
+        let sequencer_failed = CancellationToken::new();
+        let (sequencer, reader) = match engine {
+            Engine::Local {
+                store,
+                reader,
+                retention,
+            } => {
+                let seq_config = sequencer::Config {
+                    replay: settings.replay,
+                    retention,
+                    last_seq,
+                };
+                let thread = start_sequencer(
+                    shared.clone(),
+                    rx,
+                    store,
+                    seq_config,
+                    sequencer_failed.clone(),
+                )?;
+                (thread, reader)
+            }
+            Engine::Cluster(cfg) => {
+                let running = cluster::start(shared.clone(), rx, cfg, settings.replay).await?;
+                (running.thread, Some(running.reader))
+            }
+        };
         Ok(ChatServer {
             listener,
             hub: ChatHub::new(shared, tx, reader, policy),
@@ -373,10 +434,12 @@ mod tests {
                 header_timeout: Duration::from_secs(10),
             }),
         };
-        let server =
-            ChatServer::bind_with(config, Box::new(PanickingStore), None, Retention::default())
-                .await
-                .unwrap();
+        let engine = Engine::Local {
+            store: Box::new(PanickingStore),
+            reader: None,
+            retention: Retention::default(),
+        };
+        let server = ChatServer::bind_with(config, engine).await.unwrap();
         let addr = server.local_addr().to_string();
         let web_addr = server.web_addr().unwrap().to_string();
         let running = tokio::spawn(server.run(CancellationToken::new()));

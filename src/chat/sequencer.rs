@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use super::event::{now_ms, Event, Kind};
+use super::event::{now_ms, Event};
 use super::hub::{Pending, Route, Shared};
 use super::store::{Retention, Store, StoreError};
 
@@ -42,9 +42,6 @@ const MAX_UNSAVED_BYTES: usize = 8 << 20;
 fn weight(e: &Event) -> usize {
     std::mem::size_of::<Event>() + e.text.len() + e.nick.len()
 }
-
-/// The nick server notices are sent under.
-const SERVER_NICK: &str = "server";
 
 /// What the sequencer is given at start.
 #[derive(Debug, Clone, Copy)]
@@ -324,7 +321,7 @@ impl Sequencer {
                 outage.why
             );
             for (i, room) in notices.into_iter().rev() {
-                batch.insert(i, notice(room, &text));
+                batch.insert(i, Pending::notice(room, &text));
             }
             self.seq = base;
             for p in batch.iter_mut() {
@@ -389,7 +386,7 @@ impl Sequencer {
         let mut told: Vec<Pending> = outage
             .told
             .into_iter()
-            .map(|room| notice(room, &text))
+            .map(|room| Pending::notice(room, &text))
             .collect();
         for p in told.iter_mut() {
             self.seq += 1;
@@ -425,21 +422,13 @@ impl Sequencer {
     }
 }
 
-/// A server notice to a room, to be numbered and delivered in order with the rest.
-fn notice(room: Arc<str>, text: &str) -> Pending {
-    Pending {
-        event: Event::new(Kind::Notice, Some(room), Arc::from(SERVER_NICK), text),
-        route: Route::Room,
-        origin: None,
-    }
-}
-
 /// The ordering the chat promises, where it is made: one number per event across all rooms,
 /// history committed in that order, every member seeing the same order, and a join delivered
 /// after everything posted before it.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::event::Kind;
     use crate::chat::hub::{AddrPolicy, ChatHub, ClientId, Join, MemoryLimits};
     use crate::chat::outbox::{OutItem, Outbox};
     use crate::chat::store::SqliteStore;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use sockit::chat::client::{self, ClientConfig, ClientError};
+use sockit::chat::cluster::{ClusterConfig, Durability};
 use sockit::chat::web::{parse_host_name, Origin, OriginPolicy, WebConfig, DEFAULT_WEB_ADDR};
 use sockit::chat::{
     store, ChatConfig, ChatServer, ChatSettings, Format, History, Retention, DEFAULT_ADDR,
@@ -41,6 +42,13 @@ pub enum Encoding {
     Gbk,
 }
 
+/// What a cluster requires of its Redis (`--cluster-durability`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClusterDurability {
+    Fsync,
+    Relaxed,
+}
+
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     #[command(subcommand)]
@@ -61,6 +69,18 @@ pub struct ChatArgs {
     /// fsync every history commit (survives power loss, not only crashes; slower)
     #[arg(long)]
     pub fsync: bool,
+
+    /// Be one node of a chat cluster on this Redis (redis://HOST:PORT, rediss:// for TLS): rooms,
+    /// messages, their order and history are shared by every node on it; nicks, /who and /msg
+    /// are still each node's own. History is kept in Redis (--history-max-rows events per room)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["history", "no_history", "fsync"])]
+    pub cluster: Option<String>,
+
+    /// What --cluster asks of Redis: fsync (appendonly yes and appendfsync always, checked at
+    /// start: no message a client saw is lost to a Redis crash) or relaxed (any setting; with
+    /// appendfsync everysec a Redis crash may lose the last second or two of messages)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "fsync")]
+    pub cluster_durability: ClusterDurability,
 
     /// Delete messages older than this from history (30d, 12h; 0 or none = keep them all)
     #[arg(long, value_name = "TIME", value_parser = parse_max_age, default_value = "30d")]
@@ -377,7 +397,16 @@ impl ChatArgs {
             write_timeout: self.write_timeout,
             ..ChatSettings::default()
         };
-        let history = if self.no_history {
+        let history = if let Some(url) = &self.cluster {
+            History::Cluster(ClusterConfig {
+                url: url.clone(),
+                durability: match self.cluster_durability {
+                    ClusterDurability::Fsync => Durability::Fsync,
+                    ClusterDurability::Relaxed => Durability::Relaxed,
+                },
+                max_rows: (self.history_max_rows > 0).then_some(self.history_max_rows),
+            })
+        } else if self.no_history {
             History::None
         } else {
             History::Sqlite {
@@ -445,6 +474,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
             };
             format!("history in {} (kept {age}, {rows})", path.display())
         }
+        History::Cluster(c) => format!("a node of the chat cluster on {}", c.url),
     };
     let tls = config.server.tls.is_some();
     let shutdown = net::on_signals()?;

@@ -1,0 +1,147 @@
+//! The publisher: takes the hub's events in batches, as the sequencer does, and puts each in its
+//! room's order through the Lua script (`publish.lua`), a whole batch in one pipeline (with AOF
+//! `always`, Redis fsyncs once per pipeline it reads at once: the cluster's group commit). It
+//! delivers nothing of a room itself: that is the feed's, from what Redis publishes.
+//!
+//! A batch that fails (Redis down, a timeout) is sent again with the same event ids until it
+//! goes through, so the dedup keys store each event once; meanwhile the hub's queue fills and
+//! the senders wait, as they do for a slow disk.
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, ServerErrorKind};
+use tokio::sync::mpsc;
+
+use super::keys;
+use super::record::Record;
+use super::{Local, Node, DEDUP_SECONDS};
+use crate::chat::hub::{Pending, Route};
+
+/// The publish script (see its comments).
+pub(super) static SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("publish.lua")));
+
+/// Most events in one pipeline, as the sequencer's batch.
+const MAX_BATCH: usize = 1024;
+
+/// Waits between retries of a failing batch: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_secs(2);
+
+/// How long a batch is retried before its events are given up (logged): long enough to ride
+/// out a Redis restart, short enough that a server stopping while Redis is gone does stop.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// One event ready to go: its room and id, and its record as JSON.
+struct Outgoing {
+    room: std::sync::Arc<str>,
+    id: String,
+    record: String,
+}
+
+/// Publishes what the hub sends until every hub handle is gone.
+pub(super) async fn run(node: &Node, mut conn: ConnectionManager, mut rx: mpsc::Receiver<Pending>) {
+    // Used only for a room Redis has no numbering for (new, or its data lost).
+    let epoch = format!("{}.{}", &node.id[..8], super::super::event::now_ms());
+    let mut count = 0u64;
+    let mut batch: Vec<Pending> = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut here = Vec::new();
+        let mut out = Vec::with_capacity(batch.len());
+        for p in batch.drain(..) {
+            let Some(room) = p
+                .event
+                .room
+                .clone()
+                .filter(|_| !matches!(p.route, Route::Direct(_)))
+            else {
+                // Private messages and replies name local clients: delivered here, unnumbered.
+                here.push(p);
+                continue;
+            };
+            count += 1;
+            let id = format!("{}-{count}", node.id);
+            let record = Record::of(&p.event, &node.id, id.clone());
+            let join = match p.route {
+                Route::Join(j) => Some(j),
+                _ => None,
+            };
+            if join.is_some() || p.origin.is_some() {
+                node.waiting().insert(
+                    id.clone(),
+                    Local {
+                        join,
+                        origin: p.origin,
+                        sent: Instant::now(),
+                    },
+                );
+            }
+            match serde_json::to_string(&record) {
+                Ok(record) => out.push(Outgoing { room, id, record }),
+                Err(e) => tracing::error!(error = %e, "cannot encode a chat event"),
+            }
+        }
+        if !here.is_empty() {
+            node.shared.deliver(here.into_iter());
+        }
+        if !out.is_empty() {
+            publish(node, &mut conn, &out, &epoch).await;
+        }
+    }
+}
+
+/// Sends `out` through the script until Redis has taken all of it (or [`GIVE_UP`] has passed).
+async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], epoch: &str) {
+    let mut pipe = redis::pipe();
+    let max_rows = node.max_rows.unwrap_or(0);
+    for o in out {
+        pipe.cmd("EVALSHA")
+            .arg(SCRIPT.get_hash())
+            .arg(3)
+            .arg(keys::meta(&o.room))
+            .arg(keys::log(&o.room))
+            .arg(keys::dup(&o.room, &o.id))
+            .arg(keys::channel(&o.room))
+            .arg(&o.record)
+            .arg(max_rows)
+            .arg(epoch)
+            .arg(DEDUP_SECONDS)
+            .ignore();
+    }
+    let started = Instant::now();
+    let mut wait = RETRY_FIRST;
+    loop {
+        let err = match pipe.query_async::<()>(conn).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+            // A restarted Redis has forgotten the script: load it and send again at once.
+            match SCRIPT.prepare_invoke().load_async(conn).await {
+                Ok(_) => continue,
+                Err(e) => tracing::warn!(error = %e, "cannot load the publish script"),
+            }
+        } else {
+            tracing::warn!(error = %err, url = %node.url, events = out.len(), "cannot publish to the chat cluster; retrying");
+        }
+        if started.elapsed() >= GIVE_UP {
+            tracing::error!(url = %node.url, events = out.len(), "gave up publishing events to the chat cluster (nobody had seen them)");
+            let mut waiting = node.waiting();
+            for o in out {
+                waiting.remove(&o.id);
+            }
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_LAST);
+    }
+}

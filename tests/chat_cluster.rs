@@ -1,0 +1,387 @@
+//! `sockit chat --cluster`: several nodes on loopback sharing one real redis-server (started by
+//! each test on a free loopback port, with its own folder; .ci/install-deps installs it). Plain
+//! TCP and nc clients on different nodes: cross-node delivery, one order per room, history that
+//! is the cluster's, a Redis restart under traffic with nothing a client saw lost or repeated, a
+//! killed subscription caught up from the stream, and the durability check at start.
+
+mod chat_support;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chat_support::{body, is_message, Chat, Peer, Server, WAIT};
+
+/// A redis-server of the test's own, on a free loopback port, killed when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// Redis with AOF and `appendfsync always`: what `--cluster-durability fsync` asks for.
+    fn durable() -> Redis {
+        Redis::start(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start(extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        // The port is found free, then given to redis-server: another test may take it in
+        // between, so a start that does not come up is tried again on another port.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            redis.port = port;
+            if redis.launch() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start (is it installed? .ci/install-deps installs it)");
+    }
+
+    /// Starts redis-server on `self.port` and waits until it answers PING.
+    fn launch(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--dir"])
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("redis-server (installed by .ci/install-deps)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.cli(&["PING"]).trim() == "PONG" {
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs redis-cli against this server; returns its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kill -9, then a start on the same port with the same data folder (its AOF).
+    fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(self.launch(), "redis-server did not come back");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A chat node on a free port, in the cluster on `redis`.
+fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["127.0.0.1:0", "--cluster", url.as_str(), "--rate", "0"];
+    args.extend_from_slice(extra);
+    Chat::start(&args)
+}
+
+/// The texts of the messages among `lines`, as `nick: text`.
+fn messages(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| is_message(l))
+        .map(|l| {
+            let b = body(l);
+            let (nick, text) = b
+                .strip_prefix('<')
+                .and_then(|r| r.split_once("> "))
+                .unwrap_or(("?", b));
+            format!("{nick}: {text}")
+        })
+        .collect()
+}
+
+/// Reads `peer`'s lines until `want` messages have arrived (or [`WAIT`] passes without one).
+fn collect_messages(peer: &mut Peer, want: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut last = Instant::now();
+    while messages(&lines).len() < want && last.elapsed() < WAIT {
+        match peer.next_line(Duration::from_millis(200)) {
+            Ok(Some(l)) => {
+                lines.push(l);
+                last = Instant::now();
+            }
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    messages(&lines)
+}
+
+/// A client of `server` under `nick`, in the default room.
+fn member(server: &Server, nick: &str) -> Peer {
+    let mut p = Peer::joined(server.addr());
+    p.send(&format!("/nick {nick}"));
+    p.expect(&format!("{nick}'s nick change"), |l| {
+        l.contains(&format!("is now known as {nick}"))
+    });
+    p
+}
+
+#[test]
+fn a_line_said_on_one_node_reaches_the_room_on_another() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut ann = member(&a, "ann");
+    let mut bob = Peer::nc(b.addr());
+    bob.wait_join("lobby");
+    bob.send("/nick bob");
+    // Bob's nick change comes from node B through Redis, to node A's member too.
+    ann.expect("bob's nick change, seen on the other node", |l| {
+        l.contains("is now known as bob")
+    });
+    ann.send("hello from node A");
+    bob.expect_msg("ann", "hello from node A");
+    bob.send("and hello from node B");
+    ann.expect_msg("bob", "and hello from node B");
+    // Each node's own sender sees its line once, as it came back from Redis, in its place.
+    let _ = ann.lines_for(Duration::from_millis(500));
+    assert_eq!(
+        messages(&ann.seen),
+        ["ann: hello from node A", "bob: and hello from node B"],
+        "node A's member saw {:?}",
+        ann.seen
+    );
+}
+
+#[test]
+fn every_member_on_every_node_sees_one_order() {
+    let redis = Redis::durable();
+    let nodes = [node(&redis, &[]), node(&redis, &[])];
+    let mut watchers: Vec<Peer> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| member(n, &format!("watch{i}")))
+        .collect();
+    // Two senders per node, all sending at once.
+    let senders: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = nodes[i % 2].addr();
+            thread::spawn(move || {
+                let mut p = Peer::joined(addr);
+                p.send(&format!("/nick s{i}"));
+                p.expect("nick", |l| l.contains(&format!("is now known as s{i}")));
+                for n in 0..50 {
+                    p.send(&format!("line {n} from s{i}"));
+                }
+                // Stays until its last line has come back (so it is not cut off by leaving).
+                p.expect_msg(&format!("s{i}"), &format!("line 49 from s{i}"));
+                p
+            })
+        })
+        .collect();
+    let seen: Vec<Vec<String>> = watchers
+        .iter_mut()
+        .map(|w| collect_messages(w, 200))
+        .collect();
+    for s in senders {
+        let _ = s.join().unwrap();
+    }
+    assert_eq!(seen[0].len(), 200, "node A's watcher saw {:?}", seen[0]);
+    assert_eq!(
+        seen[0], seen[1],
+        "the two nodes' members saw different orders"
+    );
+    // Each sender's lines are in the order it sent them.
+    for i in 0..4 {
+        let mine: Vec<&String> = seen[0]
+            .iter()
+            .filter(|m| m.starts_with(&format!("s{i}: ")))
+            .collect();
+        let want: Vec<String> = (0..50)
+            .map(|n| format!("s{i}: line {n} from s{i}"))
+            .collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn history_is_the_clusters_and_outlives_every_node() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let mut ann = member(&a, "ann");
+    for n in 0..5 {
+        ann.send(&format!("said on A {n}"));
+    }
+    ann.expect_msg("ann", "said on A 4");
+    // A node started later replays it to its joiner (before the join notice, which `joined`
+    // waits for), and /history reads it from Redis.
+    let b = node(&redis, &[]);
+    let mut bob = Peer::joined(b.addr());
+    let said: Vec<String> = (0..5).map(|n| format!("ann: said on A {n}")).collect();
+    assert_eq!(
+        messages(&bob.seen),
+        said,
+        "node B's joiner got {:?}",
+        bob.seen
+    );
+    drop(ann);
+    drop(a);
+    bob.send("/history 5");
+    assert_eq!(collect_messages(&mut bob, 5), said);
+    drop(bob);
+    drop(b);
+    // With every node gone, a new one still has it.
+    let c = node(&redis, &[]);
+    let cat = Peer::joined(c.addr());
+    assert_eq!(
+        messages(&cat.seen),
+        said,
+        "a new node's joiner got {:?}",
+        cat.seen
+    );
+}
+
+#[test]
+fn a_killed_subscription_is_caught_up_from_the_stream() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut watcher = member(&a, "watcher");
+    let mut talker = member(&b, "talker");
+    watcher.expect("the talker's nick change", |l| {
+        l.contains("is now known as talker")
+    });
+    let sender = thread::spawn(move || {
+        for n in 0..300 {
+            talker.send(&format!("n{n}"));
+            if n % 30 == 0 {
+                thread::sleep(Duration::from_millis(30));
+            }
+        }
+        talker
+    });
+    // Cut every node's subscription a few times while the lines flow: what was published
+    // meanwhile is read back from the room's stream.
+    for _ in 0..4 {
+        thread::sleep(Duration::from_millis(60));
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    let got = collect_messages(&mut watcher, 300);
+    let _talker = sender.join().unwrap();
+    assert!(
+        a.wait_for_log("subscription lost", WAIT),
+        "node A never lost its subscription: {}",
+        a.stderr()
+    );
+    let want: Vec<String> = (0..300).map(|n| format!("talker: n{n}")).collect();
+    assert_eq!(got.len(), 300, "got {} of 300: {got:?}", got.len());
+    assert_eq!(got, want, "lines missing, repeated or out of order");
+}
+
+#[test]
+fn a_redis_restart_loses_nothing_a_client_saw_and_repeats_nothing() {
+    let mut redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut watcher = member(&a, "watcher");
+    let mut talker = member(&b, "talker");
+    for n in 0..20 {
+        talker.send(&format!("before {n}"));
+    }
+    watcher.expect_msg("talker", "before 19");
+    redis.crash_and_restart();
+    // The nodes notice, tell their rooms, and come back.
+    watcher.expect_within(Duration::from_secs(10), "the degraded notice", |l| {
+        l.contains("degraded")
+    });
+    watcher.expect_within(Duration::from_secs(15), "the back notice", |l| {
+        l.contains("the chat is back")
+    });
+    for n in 0..20 {
+        talker.send(&format!("after {n}"));
+    }
+    watcher.expect_msg("talker", "after 19");
+    let _ = watcher.lines_for(Duration::from_millis(300));
+    let seen = messages(&watcher.seen);
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "something was delivered twice: {seen:?}"
+    );
+    // Everything the watcher saw is in the cluster's history (AOF always), in order.
+    let c = node(&redis, &["--replay", "100"]);
+    let late = Peer::joined(c.addr());
+    let replay = messages(&late.seen);
+    let watched: Vec<&String> = seen.iter().filter(|m| m.starts_with("talker: ")).collect();
+    let kept: Vec<&String> = replay
+        .iter()
+        .filter(|m| m.starts_with("talker: "))
+        .collect();
+    assert_eq!(
+        kept, watched,
+        "history after the restart differs from what was seen"
+    );
+    assert_eq!(watched.len(), 40);
+}
+
+#[test]
+fn a_redis_that_would_lose_seen_messages_is_refused_unless_relaxed() {
+    let redis = Redis::start(&["--appendonly", "no"]);
+    let url = redis.url();
+    let out = Command::new(env!("CARGO_BIN_EXE_sockit"))
+        .args(["chat", "127.0.0.1:0", "--cluster", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a Redis without AOF");
+    assert!(
+        err.contains("appendonly no") && err.contains("--cluster-durability relaxed"),
+        "unclear refusal: {err}"
+    );
+    // Relaxed: it runs, and says where.
+    let relaxed = node(&redis, &["--cluster-durability", "relaxed"]);
+    assert!(relaxed.stderr().contains("chat cluster"));
+    let mut p = member(&relaxed, "ann");
+    p.send("still works");
+    p.expect_msg("ann", "still works");
+}
