@@ -385,3 +385,102 @@ fn a_redis_that_would_lose_seen_messages_is_refused_unless_relaxed() {
     p.send("still works");
     p.expect_msg("ann", "still works");
 }
+
+#[test]
+fn a_nick_is_one_clients_across_the_cluster() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    // Guests of different nodes get different nicks (one counter for the cluster).
+    let guests: Vec<Peer> = (0..3)
+        .flat_map(|_| [Peer::joined(a.addr()), Peer::joined(b.addr())])
+        .collect();
+    let nicks: HashSet<&str> = guests.iter().map(|p| p.nick.as_str()).collect();
+    assert_eq!(nicks.len(), 6, "guest nicks repeat across nodes: {nicks:?}");
+    let mut ann = member(&a, "ann");
+    let mut other = Peer::joined(b.addr());
+    for asked in ["ann", "ANN", "ａｎｎ"] {
+        other.send(&format!("/nick {asked}"));
+        other.expect(&format!("{asked} refused as taken"), |l| {
+            l.contains("is taken")
+        });
+    }
+    // Let go on one node, free on the other.
+    ann.send("/nick ann2");
+    ann.expect("ann's rename", |l| l.contains("is now known as ann2"));
+    other.send("/nick ann");
+    other.expect("ann, free again", |l| l.contains("is now known as ann"));
+    drop(ann);
+    // A client that leaves frees its nick at once.
+    let mut third = Peer::joined(a.addr());
+    thread::sleep(Duration::from_millis(200));
+    third.send("/nick ann2");
+    third.expect("ann2, freed by leaving", |l| {
+        l.contains("is now known as ann2")
+    });
+}
+
+#[test]
+fn two_nodes_racing_for_a_nick_get_one_winner_every_time() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut racers = [Peer::joined(a.addr()), Peer::joined(b.addr())];
+    let started = Instant::now();
+    let mut rounds = 0;
+    // 1000 races, or as many as 60 s allow on a slow machine (at least 200).
+    while rounds < 1000 && (started.elapsed() < Duration::from_secs(60) || rounds < 200) {
+        let want = format!("race{rounds}");
+        for r in racers.iter_mut() {
+            r.send(&format!("/nick {want}"));
+        }
+        let mut winners = 0;
+        for r in racers.iter_mut() {
+            let mine = format!("{} is now known as {want}", r.nick);
+            let taken = format!("nick \"{want}\" is taken");
+            let line = r.expect(&format!("the outcome of {want}"), |l| {
+                l.contains(&mine) || l.contains(&taken)
+            });
+            if line.contains(&mine) {
+                winners += 1;
+                r.nick = want.clone();
+            }
+        }
+        assert_eq!(winners, 1, "race for {want} had {winners} winners");
+        rounds += 1;
+    }
+    assert!(rounds >= 200, "only {rounds} races ran");
+}
+
+#[test]
+fn a_killed_nodes_nicks_are_free_within_its_lease() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let _ann = member(&a, "ann");
+    let mut bob = member(&b, "bob");
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        bob.send("/nick ann");
+        let line = bob.expect("an answer to /nick ann", |l| {
+            l.contains("is taken") || l.contains("is now known as ann")
+        });
+        if line.contains("is now known as ann") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(6),
+            "ann still taken {:?} after its node was killed",
+            killed.elapsed()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // It was held while the lease ran (the first try came well within it).
+    assert!(
+        tries > 1,
+        "the dead node's nick was free before its lease ended"
+    );
+}

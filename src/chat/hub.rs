@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::directory::Directory;
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
 use super::store::{HistoryReader, StoreError};
@@ -289,6 +290,8 @@ pub struct ChatHub {
     history: Option<HistoryReader>,
     /// What is limited per client address.
     policy: Arc<AddrPolicy>,
+    /// Who holds which nick beyond this node (a cluster's claims).
+    directory: Directory,
 }
 
 /// What the hub limits per client address (an IPv4 address or an IPv6 /64), for addresses not in
@@ -498,7 +501,14 @@ impl ChatHub {
             tx,
             history,
             policy: Arc::new(policy),
+            directory: Directory::Local,
         }
+    }
+
+    /// The same hub, with nicks claimed in `directory` as well (a cluster's).
+    pub fn with_directory(mut self, directory: Directory) -> Self {
+        self.directory = directory;
+        self
     }
 
     /// The line rate limit of a new client at `peer`: its address's, unless it is exempt.
@@ -587,6 +597,60 @@ impl ChatHub {
         Ok((old, room))
     }
 
+    /// Renames a client to `new` once the chat's directory has granted it the nick (on one node
+    /// that is the same check as [`ChatHub::rename`]; in a cluster, a claim in Redis). Lets go of
+    /// the old nick's claim.
+    pub async fn claim_nick(
+        &self,
+        id: ClientId,
+        new: &str,
+    ) -> Result<(Arc<str>, Option<Arc<str>>), NickError> {
+        let key = fold(new);
+        // Most clashes are with someone here: no need to ask further.
+        if self
+            .lock()
+            .nicks
+            .get(&key)
+            .is_some_and(|owner| *owner != id)
+        {
+            return Err(NickError::Taken(new.to_string()));
+        }
+        self.directory.claim(&key, new, id).await?;
+        match self.rename(id, new) {
+            Ok((old, room)) => {
+                let old_key = fold(&old);
+                if old_key != key {
+                    self.directory.release(&old_key, id);
+                }
+                Ok((old, room))
+            }
+            Err(e) => {
+                self.directory.release(&key, id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a new client a guest nick no one else in the chat has, where its own (numbered by
+    /// this node) might not be unique (a cluster); returns the nick it then has.
+    pub async fn claim_guest(&self, id: ClientId) -> Result<Option<Arc<str>>, NickError> {
+        for _ in 0..10 {
+            let Some(n) = self.directory.guest_number().await else {
+                return Ok(None);
+            };
+            let nick = format!("guest{}", n?);
+            match self.claim_nick(id, &nick).await {
+                Ok(_) => return Ok(Some(Arc::from(nick))),
+                // Someone chose that guest's nick for themselves: take the next number.
+                Err(NickError::Taken(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(NickError::Invalid(
+            "no guest nick is free; try again".into(),
+        ))
+    }
+
     /// Moves a client out of its room and records `room` as where it is going; membership of the
     /// new room starts when its join is delivered. Returns the room it left.
     /// Also returns the join ticket to send with the join.
@@ -635,7 +699,9 @@ impl ChatHub {
     pub fn remove(&self, id: ClientId) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let mut st = self.lock();
         let member = st.clients.remove(&id)?;
-        st.nicks.remove(&fold(&member.nick));
+        let key = fold(&member.nick);
+        self.directory.release(&key, id);
+        st.nicks.remove(&key);
         if let Some(room) = &member.room {
             leave_room(&mut st, id, room, self.shared.forget_empty);
         }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod cluster;
 pub(crate) mod command;
+pub mod directory;
 mod driver;
 pub mod event;
 pub mod hub;
@@ -302,6 +303,7 @@ impl ChatServer {
         let shared = hub::Shared::new(memory, settings.announce_max, kept);
         let (tx, rx) = mpsc::channel(SEQUENCER_QUEUE);
         let sequencer_failed = CancellationToken::new();
+        let mut directory = directory::Directory::Local;
         let (sequencer, reader) = match engine {
             Engine::Local {
                 store,
@@ -324,12 +326,13 @@ impl ChatServer {
             }
             Engine::Cluster(cfg) => {
                 let running = cluster::start(shared.clone(), rx, cfg, settings.replay).await?;
+                directory = directory::Directory::Cluster(running.nicks);
                 (running.thread, Some(running.reader))
             }
         };
         Ok(ChatServer {
             listener,
-            hub: ChatHub::new(shared, tx, reader, policy),
+            hub: ChatHub::new(shared, tx, reader, policy).with_directory(directory),
             settings,
             server,
             sequencer,

@@ -70,6 +70,9 @@ pub struct Session {
     negotiated: bool,
     /// Whether the welcome and motd have gone out (with the first join).
     greeted: bool,
+    /// Whether its nick is its own across the chat: chosen by it, or a guest nick the directory
+    /// granted (a cluster's nodes each number their guests, so theirs must be claimed first).
+    claimed: bool,
     hub: ChatHub,
     cfg: Arc<ChatSettings>,
     outbox: Arc<Outbox>,
@@ -115,6 +118,7 @@ impl Session {
             room: None,
             negotiated: false,
             greeted: false,
+            claimed: false,
             bucket: hub.line_limit(peer),
             slowed: false,
             hub,
@@ -199,6 +203,14 @@ impl Session {
 
     /// Enters the first room: the one a JSON hello asked for, else the default.
     async fn enter(&mut self, room: Option<String>) -> Result<(), HubClosed> {
+        if !std::mem::replace(&mut self.claimed, true) {
+            match self.hub.claim_guest(self.id).await {
+                Ok(Some(nick)) => self.nick = nick,
+                Ok(None) => {}
+                // It goes on with the guest nick this node gave it, which is unique here.
+                Err(e) => tracing::warn!(error = %e, "cannot claim a guest nick"),
+            }
+        }
         let room = room.unwrap_or_else(|| self.cfg.room.clone());
         self.join(&room, None).await
     }
@@ -559,8 +571,9 @@ impl Session {
             self.error(&e);
             return Ok(());
         }
-        match self.hub.rename(self.id, nick) {
+        match self.hub.claim_nick(self.id, nick).await {
             Ok((old, room)) => {
+                self.claimed = true;
                 self.nick = Arc::from(nick);
                 match room {
                     Some(room) if self.room.is_some() => {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::streams::StreamRangeReply;
 
 use super::keys;
@@ -167,10 +167,9 @@ impl HistorySource for RedisHistory {
         let conn = &mut self.conn;
         let result = rt.block_on(async {
             if conn.is_none() {
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(super::RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
-                *conn = Some(ConnectionManager::new_with_config(client, config).await?);
+                *conn = Some(
+                    ConnectionManager::new_with_config(client, super::manager_config()).await?,
+                );
             }
             match conn.as_mut() {
                 Some(c) => recent(c, room, u64::MAX, n, max_bytes).await,

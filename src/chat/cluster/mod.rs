@@ -14,8 +14,11 @@
 //!   reconnected with backoff, each room with local members caught up from its last number, and the
 //!   rooms told the chat was degraded; publishes are retried with the same ids meanwhile.
 //!
-//! What is still each node's own (not yet the cluster's): nicks and their uniqueness, `/who`,
-//! `/rooms`, `/whois`, and `/msg`, which reaches only clients of the same node.
+//! - Nicks: claimed in Redis under node leases ([`nicks`]), so a nick is unique across the
+//!   cluster, and a dead node's nicks are free again within its lease.
+//!
+//! What is still each node's own (not yet the cluster's): `/who`, `/rooms`, `/whois`, topics,
+//! and `/msg`, which reaches only clients of the same node.
 //!
 //! Runs on a thread of its own with a small runtime, as the sequencer does, so the server's
 //! runtime shutting down cannot cut a publish in half.
@@ -23,6 +26,7 @@
 mod feed;
 mod history;
 pub mod keys;
+pub mod nicks;
 mod publish;
 pub mod record;
 
@@ -80,6 +84,8 @@ pub enum ClusterError {
 pub struct Running {
     pub thread: std::thread::JoinHandle<()>,
     pub reader: HistoryReader,
+    /// The sessions' side of the nick claims (on the caller's runtime).
+    pub nicks: nicks::NickClaims,
 }
 
 /// How long a dedup key outlives its event: longer than any retry goes on.
@@ -189,8 +195,17 @@ pub async fn start(
         &node.url,
     )))
     .map_err(|e| ClusterError::Thread(std::io::Error::other(e.to_string())))?;
+    // Made here, on the sessions' runtime, which its connection's task must run on.
+    let conn = ConnectionManager::new_with_config(node.client.clone(), manager_config())
+        .await
+        .map_err(|e| node.redis_error(e))?;
+    let nicks = nicks::NickClaims::new(node.id.clone(), conn);
     tracing::info!(node = %node.id, url = %node.url, "joined the chat cluster");
-    Ok(Running { thread, reader })
+    Ok(Running {
+        thread,
+        reader,
+        nicks,
+    })
 }
 
 /// The cluster thread: connects, says whether it could, then publishes until the hub is gone.
@@ -207,8 +222,14 @@ async fn run(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
     let stop = CancellationToken::new();
+    // The lease is taken before any claim can be made under it.
+    let lease = tokio::spawn(nicks::hold_lease(
+        conn.clone(),
+        node.id.clone(),
+        stop.clone(),
+    ));
+    let _ = ready.send(Ok(()));
     let feed = tokio::spawn(feed::run(node.clone(), conn.clone(), stop.clone()));
     publish::run(&node, conn, rx).await;
     // What was just published comes back within milliseconds; give it the time to be delivered
@@ -216,16 +237,22 @@ async fn run(
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.cancel();
     let _ = feed.await;
+    let _ = lease.await;
+}
+
+/// How the cluster's command connections behave: the redis crate reconnects them after a
+/// failure; a command waits at most [`RESPONSE_TIMEOUT`].
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
 }
 
 /// The command connection (reconnected by the redis crate after a failure), once Redis has been
 /// found to keep what `durability` promises.
 async fn connect(node: &Node, durability: Durability) -> Result<ConnectionManager, ClusterError> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    let mut conn = ConnectionManager::new_with_config(node.client.clone(), config)
+    let mut conn = ConnectionManager::new_with_config(node.client.clone(), manager_config())
         .await
         .map_err(|e| node.redis_error(e))?;
     let setting = |name: &'static str| {
