@@ -484,3 +484,35 @@ fn a_killed_nodes_nicks_are_free_within_its_lease() {
         "the dead node's nick was free before its lease ended"
     );
 }
+
+#[test]
+fn a_private_message_reaches_another_node_and_is_kept_like_a_room_line() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut ann = member(&a, "ann");
+    let mut bob = member(&b, "bob");
+    ann.send("/msg bob psst, from node A");
+    bob.expect("ann's private message", |l| {
+        l.contains("*ann -> bob*") && l.ends_with("psst, from node A")
+    });
+    ann.expect("ann's own copy", |l| {
+        l.contains("*ann -> bob*") && l.ends_with("psst, from node A")
+    });
+    bob.send("/msg ann and back");
+    ann.expect("bob's answer", |l| {
+        l.contains("*bob -> ann*") && l.ends_with("and back")
+    });
+    ann.send("/msg nobody hello?");
+    ann.expect("no such nick", |l| l.contains("no one called \"nobody\""));
+    // Stored in Redis like a room's lines: the conversation's stream holds both.
+    let log = redis.cli(&["XRANGE", "sockit:{@ann:bob}:log", "-", "+"]);
+    assert!(
+        log.contains("psst, from node A") && log.contains("and back"),
+        "the conversation's stream: {log}"
+    );
+    // Nobody else saw them.
+    let mut cat = member(&a, "cat");
+    let seen = cat.lines_for(Duration::from_millis(300));
+    assert!(!seen.iter().any(|l| l.contains("psst")), "{seen:?}");
+}

@@ -31,6 +31,15 @@ impl Directory {
         }
     }
 
+    /// Whether a live client anywhere in the chat holds `folded` (on one node the hub's map
+    /// answers, so this says no).
+    pub async fn is_held(&self, folded: &str) -> bool {
+        match self {
+            Directory::Local => false,
+            Directory::Cluster(c) => c.is_held(folded).await,
+        }
+    }
+
     /// A guest number unique across the chat, where the hub's own count is not (a cluster).
     pub async fn guest_number(&self) -> Option<Result<u64, NickError>> {
         match self {

@@ -35,8 +35,9 @@ pub enum Route {
     /// greeting (its welcome, at its first join), the room's recent history and the join notice in
     /// one piece, and everyone else gets the join notice.
     Join(Join),
-    /// To these clients only (private messages), those of them still connected.
-    Direct(Vec<ClientId>),
+    /// To the clients holding these nicks when it is delivered (private messages: the recipient
+    /// and the sender's own copy), wherever it was sent from.
+    Nicks(Vec<Arc<str>>),
 }
 
 /// Who joins, and what it is sent.
@@ -382,8 +383,14 @@ impl Shared {
         for p in batch {
             let event = Arc::new(p.event);
             match p.route {
-                Route::Direct(ids) => {
+                Route::Nicks(nicks) => {
                     run.flush(&st);
+                    let mut ids: Vec<ClientId> = nicks
+                        .iter()
+                        .filter_map(|n| st.nicks.get(&fold(n)).copied())
+                        .collect();
+                    // To oneself: one copy.
+                    ids.dedup();
                     for m in ids.iter().filter_map(|id| st.clients.get(id)) {
                         m.outbox.push(OutItem::Event(event.clone()));
                     }
@@ -629,6 +636,11 @@ impl ChatHub {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `nick` is held by a live client of another node (a cluster's directory knows).
+    pub async fn is_elsewhere(&self, nick: &str) -> bool {
+        self.directory.is_held(&fold(nick)).await
     }
 
     /// Gives a new client a guest nick no one else in the chat has, where its own (numbered by

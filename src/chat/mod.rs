@@ -15,7 +15,7 @@ mod driver;
 pub mod event;
 pub mod hub;
 pub(crate) mod line;
-mod names;
+pub(crate) mod names;
 pub mod outbox;
 mod rate;
 pub mod sequencer;

@@ -601,28 +601,34 @@ impl Session {
     }
 
     async fn private(&self, to: &str, text: &str) -> Result<(), HubClosed> {
-        let Some((target, their_id)) = self.hub.lookup(to) else {
-            self.error(&format!("no one called {to:?} is here"));
-            return Ok(());
-        };
-        let to_self = their_id == self.id;
-        let mut route = vec![their_id];
-        if !to_self {
-            route.push(self.id);
-        }
-        self.hub.touch(self.id);
-        // As IRC's RPL_AWAY: the sender learns at once that the message waits for someone away.
-        if let Some(away) = self.hub.whois(&target).and_then(|w| w.away) {
-            if !to_self {
-                self.reply(
-                    ReplyKind::IsAway,
-                    &format!("{target} is away: {away}"),
-                    Some(json!({ "nick": &*target, "away": &*away })),
-                );
+        let target = match self.hub.lookup(to) {
+            Some((target, their_id)) => {
+                // As IRC's RPL_AWAY: the sender learns at once that the message waits for
+                // someone away.
+                if let Some(away) = self.hub.whois(&target).and_then(|w| w.away) {
+                    if their_id != self.id {
+                        self.reply(
+                            ReplyKind::IsAway,
+                            &format!("{target} is away: {away}"),
+                            Some(json!({ "nick": &*target, "away": &*away })),
+                        );
+                    }
+                }
+                target
             }
-        }
-        let event = Event::new(Kind::Private, None, self.nick.clone(), text).with_target(target);
-        self.post(event, Route::Direct(route)).await
+            // A client of another node of the cluster.
+            None if self.hub.is_elsewhere(to).await => Arc::from(to),
+            None => {
+                self.error(&format!("no one called {to:?} is here"));
+                return Ok(());
+            }
+        };
+        self.hub.touch(self.id);
+        let event =
+            Event::new(Kind::Private, None, self.nick.clone(), text).with_target(target.clone());
+        // The recipient, and the sender's own copy.
+        self.post(event, Route::Nicks(vec![target, self.nick.clone()]))
+            .await
     }
 
     async fn history(&mut self, n: usize) {

@@ -271,7 +271,16 @@ impl Feed {
                 }
             }
         }
-        let event = rec.event(&name, seq);
+        let (event, route) = if keys::is_conversation(room) {
+            // A private message: to whoever holds its two nicks here.
+            let nicks = std::iter::once(rec.nick.as_str())
+                .chain(rec.target.as_deref())
+                .map(Arc::from)
+                .collect();
+            (rec.event(None, seq), Route::Nicks(nicks))
+        } else {
+            (rec.event(Some(&name), seq), route)
+        };
         self.node.shared.deliver(std::iter::once(Pending {
             event,
             route,

@@ -113,7 +113,7 @@ pub(super) async fn recent<C: ConnectionLike + Send>(
             if out.len() >= n || bytes > max_bytes {
                 break 'pages;
             }
-            out.push(rec.event(&room_name, seq));
+            out.push(rec.event(Some(&room_name), seq));
         }
         if got < PAGE || last <= 1 {
             break;

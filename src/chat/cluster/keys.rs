@@ -22,6 +22,18 @@ pub fn channel(room: &str) -> String {
     format!("sockit:{{{room}}}:ch")
 }
 
+/// The log name of the private conversation between two nicks (case-folded): `@A:B`, the two in
+/// order. Room names and nicks have no `@` or `:`, so it is no room's and no other pair's.
+pub fn conversation(a: &str, b: &str) -> String {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    format!("@{a}:{b}")
+}
+
+/// Whether a log name is a private conversation's ([`conversation`]) rather than a room's.
+pub fn is_conversation(name: &str) -> bool {
+    name.starts_with('@')
+}
+
 /// The pattern of every room's channel.
 pub const CHANNELS: &str = "sockit:{*}:ch";
 
@@ -47,5 +59,8 @@ mod tests {
         assert_eq!(dup("rust", "n-1"), "sockit:{rust}:dup:n-1");
         assert_eq!(room_of_channel(&channel("rust")), Some("rust"));
         assert_eq!(room_of_channel("sockit:probe:n"), None);
+        assert_eq!(conversation("bob", "ann"), "@ann:bob");
+        assert_eq!(conversation("ann", "bob"), "@ann:bob");
+        assert!(is_conversation("@ann:bob") && !is_conversation("lobby"));
     }
 }

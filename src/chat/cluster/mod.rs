@@ -17,8 +17,11 @@
 //! - Nicks: claimed in Redis under node leases ([`nicks`]), so a nick is unique across the
 //!   cluster, and a dead node's nicks are free again within its lease.
 //!
-//! What is still each node's own (not yet the cluster's): `/who`, `/rooms`, `/whois`, topics,
-//! and `/msg`, which reaches only clients of the same node.
+//! - Private messages: published like a room's lines into their conversation's log (the pair of
+//!   nicks), and delivered by each node to whoever holds the two nicks there.
+//!
+//! What is still each node's own (not yet the cluster's): `/who`, `/rooms`, `/whois`, topics
+//! and away messages.
 //!
 //! Runs on a thread of its own with a small runtime, as the sequencer does, so the server's
 //! runtime shutting down cannot cut a publish in half.

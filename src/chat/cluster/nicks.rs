@@ -47,6 +47,19 @@ return 0
     )
 });
 
+static HELD: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+-- KEYS[1] the nick's claim: 1 if it is held under a live lease
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local node = string.match(cur, '^([^:]+):')
+if node and redis.call('EXISTS', 'sockit:node:' .. node) == 1 then return 1 end
+return 0
+",
+    )
+});
+
 /// The key of a node's lease.
 pub fn lease_key(node: &str) -> String {
     format!("sockit:node:{node}")
@@ -116,6 +129,14 @@ impl NickClaims {
                 tracing::debug!(error = %e, "cannot release a nick in the chat cluster");
             }
         });
+    }
+
+    /// Whether a live client holds `folded` (an unreachable cluster says no).
+    pub async fn is_held(&self, folded: &str) -> bool {
+        let mut conn = self.conn.clone();
+        let held: redis::RedisResult<i64> =
+            HELD.key(nick_key(folded)).invoke_async(&mut conn).await;
+        matches!(held, Ok(1))
     }
 
     /// A guest number no other node hands out.

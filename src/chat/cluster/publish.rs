@@ -7,7 +7,7 @@
 //! goes through, so the dedup keys store each event once; meanwhile the hub's queue fills and
 //! the senders wait, as they do for a slow disk.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -18,6 +18,7 @@ use super::keys;
 use super::record::Record;
 use super::{Local, Node, DEDUP_SECONDS};
 use crate::chat::hub::{Pending, Route};
+use crate::chat::names::fold;
 
 /// The publish script (see its comments).
 pub(super) static SCRIPT: LazyLock<redis::Script> =
@@ -36,7 +37,7 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// One event ready to go: its room and id, and its record as JSON.
 struct Outgoing {
-    room: std::sync::Arc<str>,
+    room: Arc<str>,
     id: String,
     record: String,
 }
@@ -58,15 +59,18 @@ pub(super) async fn run(node: &Node, mut conn: ConnectionManager, mut rx: mpsc::
         let mut here = Vec::new();
         let mut out = Vec::with_capacity(batch.len());
         for p in batch.drain(..) {
-            let Some(room) = p
-                .event
-                .room
-                .clone()
-                .filter(|_| !matches!(p.route, Route::Direct(_)))
-            else {
-                // Private messages and replies name local clients: delivered here, unnumbered.
-                here.push(p);
-                continue;
+            let room: Arc<str> = match (&p.route, &p.event.room, &p.event.target) {
+                // A private message goes into its conversation's log, in the same order and
+                // with the same durability as a room's lines.
+                (Route::Nicks(_), _, Some(to)) => {
+                    Arc::from(keys::conversation(&fold(&p.event.nick), &fold(to)))
+                }
+                // Anything else without a room names only clients here: delivered here.
+                (Route::Nicks(_), _, None) | (_, None, _) => {
+                    here.push(p);
+                    continue;
+                }
+                (_, Some(room), _) => room.clone(),
             };
             count += 1;
             let id = format!("{}-{count}", node.id);

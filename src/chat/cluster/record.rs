@@ -38,13 +38,13 @@ impl Record {
         }
     }
 
-    /// The event this record is, as number `seq` of `room`.
-    pub fn event(&self, room: &Arc<str>, seq: u64) -> Event {
+    /// The event this record is, as number `seq` of `room` (`None`: of a private conversation).
+    pub fn event(&self, room: Option<&Arc<str>>, seq: u64) -> Event {
         Event::at(
             seq,
             self.ts,
             self.kind,
-            Some(room.clone()),
+            room.cloned(),
             Arc::from(self.nick.as_str()),
             self.target.as_deref().map(Arc::from),
             Arc::from(self.text.as_str()),
@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(p.epoch, "e1");
         assert_eq!(p.seq, 42);
         assert_eq!(p.record, rec);
-        let back = p.record.event(&Arc::from("lobby"), p.seq);
+        let back = p.record.event(Some(&Arc::from("lobby")), p.seq);
         assert_eq!(
             (back.seq, &*back.text, back.kind),
             (42, "hi there", Kind::Message)
