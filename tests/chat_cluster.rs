@@ -154,6 +154,25 @@ fn collect_messages(peer: &mut Peer, want: usize) -> Vec<String> {
     messages(&lines)
 }
 
+/// Asks `/who ROOM` until it lists `nicks` (presence is written beside delivery, so it settles
+/// within moments).
+fn wait_who(peer: &mut Peer, room: &str, nicks: &str) {
+    let want = format!("in #{room} ({}): {nicks}", nicks.split(", ").count());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        peer.send(&format!("/who {room}"));
+        let line = peer.expect("the member list", |l| l.contains(&format!("in #{room} (")));
+        if line.contains(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/who said {line:?}, not {want:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A client of `server` under `nick`, in the default room.
 fn member(server: &Server, nick: &str) -> Peer {
     let mut p = Peer::joined(server.addr());
@@ -515,4 +534,46 @@ fn a_private_message_reaches_another_node_and_is_kept_like_a_room_line() {
     let mut cat = member(&a, "cat");
     let seen = cat.lines_for(Duration::from_millis(300));
     assert!(!seen.iter().any(|l| l.contains("psst")), "{seen:?}");
+}
+
+#[test]
+fn who_lists_the_members_on_every_node() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut ann = member(&a, "ann");
+    let _bob = member(&b, "bob");
+    let mut cat = member(&b, "cat");
+    cat.send("/join side");
+    cat.expect("cat in #side", |l| l.contains("cat joined #side"));
+    wait_who(&mut ann, "lobby", "ann, bob");
+    ann.send("/who side");
+    ann.expect("#side's members", |l| l.contains("in #side (1): cat"));
+}
+
+#[test]
+fn a_killed_nodes_members_leave_everywhere_within_five_seconds() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let _ann = member(&a, "ann");
+    let mut bob = member(&b, "bob");
+    wait_who(&mut bob, "lobby", "ann, bob");
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    bob.expect_within(Duration::from_secs(8), "ann's leave notice", |l| {
+        l.contains("ann left #lobby")
+    });
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(5), "ann left after {took:?}");
+    bob.send("/who");
+    bob.expect("the member list without ann", |l| {
+        l.contains("in #lobby (1): bob")
+    });
+    // Told once, however many nodes are left to notice.
+    let more = bob.lines_for(Duration::from_secs(2));
+    assert!(
+        !more.iter().any(|l| l.contains("ann left")),
+        "told twice: {more:?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! node leases: [`crate::chat::cluster::nicks`]). The hub asks it before it renames a client and
 //! tells it when a nick is let go.
 
-use super::cluster::nicks::NickClaims;
+use super::cluster::presence::Change;
+use super::cluster::ClusterDirectory;
 use super::hub::{ClientId, NickError};
 
 #[derive(Debug, Clone, Default)]
@@ -12,7 +13,7 @@ pub enum Directory {
     #[default]
     Local,
     /// A node of a cluster.
-    Cluster(NickClaims),
+    Cluster(ClusterDirectory),
 }
 
 impl Directory {
@@ -20,14 +21,14 @@ impl Directory {
     pub async fn claim(&self, folded: &str, nick: &str, client: ClientId) -> Result<(), NickError> {
         match self {
             Directory::Local => Ok(()),
-            Directory::Cluster(c) => c.claim(folded, nick, client).await,
+            Directory::Cluster(c) => c.claims.claim(folded, nick, client).await,
         }
     }
 
     /// Lets go of `client`'s claim of `folded` (without waiting).
     pub fn release(&self, folded: &str, client: ClientId) {
         if let Directory::Cluster(c) = self {
-            c.release(folded, client);
+            c.claims.release(folded, client);
         }
     }
 
@@ -36,7 +37,7 @@ impl Directory {
     pub async fn is_held(&self, folded: &str) -> bool {
         match self {
             Directory::Local => false,
-            Directory::Cluster(c) => c.is_held(folded).await,
+            Directory::Cluster(c) => c.claims.is_held(folded).await,
         }
     }
 
@@ -44,7 +45,29 @@ impl Directory {
     pub async fn guest_number(&self) -> Option<Result<u64, NickError>> {
         match self {
             Directory::Local => None,
-            Directory::Cluster(c) => Some(c.guest_number().await),
+            Directory::Cluster(c) => Some(c.claims.guest_number().await),
+        }
+    }
+
+    /// Records where a client went, beyond this node (a cluster's presence).
+    pub fn moved(&self, change: impl FnOnce() -> Change) {
+        if let Directory::Cluster(c) = self {
+            c.moved(change());
+        }
+    }
+
+    /// The nicks in `room` on every node; `None` where this node's own list is the answer (one
+    /// node, or a cluster that cannot be asked).
+    pub async fn who(&self, room: &str) -> Option<Vec<String>> {
+        match self {
+            Directory::Local => None,
+            Directory::Cluster(c) => match c.who(room).await {
+                Ok(nicks) => Some(nicks),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a room's members from the chat cluster");
+                    None
+                }
+            },
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::cluster::presence::Change;
 use super::directory::Directory;
 use super::event::{Batch, Event};
 use super::outbox::{OutItem, Outbox};
@@ -629,6 +630,13 @@ impl ChatHub {
                 if old_key != key {
                     self.directory.release(&old_key, id);
                 }
+                if let Some(room) = &room {
+                    self.directory.moved(|| Change::Enter {
+                        room: room.clone(),
+                        client: id,
+                        nick: Arc::from(new),
+                    });
+                }
                 Ok((old, room))
             }
             Err(e) => {
@@ -700,10 +708,23 @@ impl ChatHub {
         };
         member.joins += 1;
         let ticket = member.joins;
-        let old = member.room.replace(room);
+        let nick = member.nick.clone();
+        let old = member.room.replace(room.clone());
         if let Some(old) = &old {
             leave_room(&mut st, id, old, self.shared.forget_empty);
         }
+        drop(st);
+        if let Some(old) = &old {
+            self.directory.moved(|| Change::Leave {
+                room: old.clone(),
+                client: id,
+            });
+        }
+        self.directory.moved(|| Change::Enter {
+            room,
+            client: id,
+            nick,
+        });
         Ok((old, ticket))
     }
 
@@ -716,11 +737,23 @@ impl ChatHub {
         st.nicks.remove(&key);
         if let Some(room) = &member.room {
             leave_room(&mut st, id, room, self.shared.forget_empty);
+            self.directory.moved(|| Change::Leave {
+                room: room.clone(),
+                client: id,
+            });
         }
         Some((member.nick, member.room))
     }
 
-    /// Nicks of the members of `room`, sorted.
+    /// Nicks of the members of `room` wherever they are (every node of a cluster), sorted.
+    pub async fn who_everywhere(&self, room: &str) -> Vec<String> {
+        match self.directory.who(room).await {
+            Some(nicks) => nicks,
+            None => self.who(room),
+        }
+    }
+
+    /// Nicks of the members of `room` here, sorted.
     pub fn who(&self, room: &str) -> Vec<String> {
         let st = self.lock();
         let mut nicks: Vec<String> = st

@@ -325,8 +325,10 @@ impl ChatServer {
                 (thread, reader)
             }
             Engine::Cluster(cfg) => {
-                let running = cluster::start(shared.clone(), rx, cfg, settings.replay).await?;
-                directory = directory::Directory::Cluster(running.nicks);
+                let running =
+                    cluster::start(shared.clone(), rx, tx.downgrade(), cfg, settings.replay)
+                        .await?;
+                directory = directory::Directory::Cluster(running.directory);
                 (running.thread, Some(running.reader))
             }
         };

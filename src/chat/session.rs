@@ -401,7 +401,7 @@ impl Session {
                     }
                     None => self.room.as_deref().unwrap_or_default().to_string(),
                 };
-                let nicks = self.hub.who(&room);
+                let nicks = self.hub.who_everywhere(&room).await;
                 self.reply(
                     ReplyKind::Members,
                     &format!("in #{room} ({}): {}", nicks.len(), nicks.join(", ")),

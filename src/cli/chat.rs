@@ -71,8 +71,8 @@ pub struct ChatArgs {
     pub fsync: bool,
 
     /// Be one node of a chat cluster on this Redis (redis://HOST:PORT, rediss:// for TLS): rooms,
-    /// messages, their order, history, nicks and /msg are shared by every node on it; /who is
-    /// still each node's own. History is kept in Redis (--history-max-rows events per room)
+    /// messages, their order, history, nicks, /msg and /who are shared by every node on it.
+    /// History is kept in Redis (--history-max-rows events per room)
     #[arg(long, value_name = "URL", conflicts_with_all = ["history", "no_history", "fsync"])]
     pub cluster: Option<String>,
 

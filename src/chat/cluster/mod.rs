@@ -20,8 +20,11 @@
 //! - Private messages: published like a room's lines into their conversation's log (the pair of
 //!   nicks), and delivered by each node to whoever holds the two nicks there.
 //!
-//! What is still each node's own (not yet the cluster's): `/who`, `/rooms`, `/whois`, topics
-//! and away messages.
+//! - Presence: each room's members on every node ([`presence`], for `/who`); a dead node's are
+//!   swept by another node, with leave notices, once its lease is gone.
+//!
+//! What is still each node's own (not yet the cluster's): `/rooms`, `/whois`, topics and away
+//! messages.
 //!
 //! Runs on a thread of its own with a small runtime, as the sequencer does, so the server's
 //! runtime shutting down cannot cut a publish in half.
@@ -30,6 +33,7 @@ mod feed;
 mod history;
 pub mod keys;
 pub mod nicks;
+pub mod presence;
 mod publish;
 pub mod record;
 
@@ -87,8 +91,32 @@ pub enum ClusterError {
 pub struct Running {
     pub thread: std::thread::JoinHandle<()>,
     pub reader: HistoryReader,
-    /// The sessions' side of the nick claims (on the caller's runtime).
-    pub nicks: nicks::NickClaims,
+    /// The sessions' side of nicks and presence (on the caller's runtime).
+    pub directory: ClusterDirectory,
+}
+
+/// What the hub asks of the cluster about clients: nick claims ([`nicks`]) and who is where
+/// ([`presence`]).
+#[derive(Debug, Clone)]
+pub struct ClusterDirectory {
+    pub claims: nicks::NickClaims,
+    presence: mpsc::Sender<presence::Change>,
+    conn: ConnectionManager,
+}
+
+impl ClusterDirectory {
+    /// Records a change of where a client is, without waiting (dropped, and logged, when a
+    /// Redis that is away has let [`presence::QUEUE`] changes pile up).
+    pub fn moved(&self, change: presence::Change) {
+        if self.presence.try_send(change).is_err() {
+            tracing::warn!("chat cluster: presence changes are piling up; one was dropped");
+        }
+    }
+
+    /// The nicks in `room` on every node.
+    pub async fn who(&self, room: &str) -> redis::RedisResult<Vec<String>> {
+        presence::who(&mut self.conn.clone(), room).await
+    }
 }
 
 /// How long a dedup key outlives its event: longer than any retry goes on.
@@ -153,6 +181,7 @@ fn node_id() -> String {
 pub async fn start(
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Pending>,
+    hub: mpsc::WeakSender<Pending>,
     cfg: ClusterConfig,
     replay: usize,
 ) -> Result<Running, ClusterError> {
@@ -176,9 +205,15 @@ pub async fn start(
         .map_err(ClusterError::Thread)?;
     let on_thread = node.clone();
     let durability = cfg.durability;
+    let (presence_tx, presence_rx) = mpsc::channel(presence::QUEUE);
+    let queues = Queues {
+        events: rx,
+        hub,
+        presence: presence_rx,
+    };
     let thread = std::thread::Builder::new()
         .name("chat-cluster".into())
-        .spawn(move || runtime.block_on(run(on_thread, rx, durability, ready_tx)))
+        .spawn(move || runtime.block_on(run(on_thread, queues, durability, ready_tx)))
         .map_err(ClusterError::Thread)?;
     match ready.await {
         Ok(Ok(())) => {}
@@ -202,23 +237,35 @@ pub async fn start(
     let conn = ConnectionManager::new_with_config(node.client.clone(), manager_config())
         .await
         .map_err(|e| node.redis_error(e))?;
-    let nicks = nicks::NickClaims::new(node.id.clone(), conn);
+    let directory = ClusterDirectory {
+        claims: nicks::NickClaims::new(node.id.clone(), conn.clone()),
+        presence: presence_tx,
+        conn,
+    };
     tracing::info!(node = %node.id, url = %node.url, "joined the chat cluster");
     Ok(Running {
         thread,
         reader,
-        nicks,
+        directory,
     })
+}
+
+/// What the cluster thread is fed: the hub's events, a way to post more (the sweeper's leave
+/// notices; weak, so the hub's end still ends the thread), and presence changes.
+struct Queues {
+    events: mpsc::Receiver<Pending>,
+    hub: mpsc::WeakSender<Pending>,
+    presence: mpsc::Receiver<presence::Change>,
 }
 
 /// The cluster thread: connects, says whether it could, then publishes until the hub is gone.
 async fn run(
     node: Arc<Node>,
-    rx: mpsc::Receiver<Pending>,
+    queues: Queues,
     durability: Durability,
     ready: oneshot::Sender<Result<(), ClusterError>>,
 ) {
-    let conn = match connect(&node, durability).await {
+    let mut conn = match connect(&node, durability).await {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -226,20 +273,31 @@ async fn run(
         }
     };
     let stop = CancellationToken::new();
+    let lease_stop = CancellationToken::new();
     // The lease is taken before any claim can be made under it.
     let lease = tokio::spawn(nicks::hold_lease(
         conn.clone(),
         node.id.clone(),
-        stop.clone(),
+        lease_stop.clone(),
     ));
     let _ = ready.send(Ok(()));
     let feed = tokio::spawn(feed::run(node.clone(), conn.clone(), stop.clone()));
-    publish::run(&node, conn, rx).await;
+    let writer = tokio::spawn(presence::write(node.clone(), conn.clone(), queues.presence));
+    let sweeper = tokio::spawn(presence::sweep(
+        node.clone(),
+        conn.clone(),
+        queues.hub,
+        stop.clone(),
+    ));
+    publish::run(&node, conn.clone(), queues.events).await;
     // What was just published comes back within milliseconds; give it the time to be delivered
     // to whoever is still here, then stop listening.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.cancel();
-    let _ = feed.await;
+    let _ = tokio::join!(feed, sweeper, writer);
+    // A clean stop: this node's members are gone, then its lease, so no one sweeps it.
+    presence::withdraw(&node, &mut conn).await;
+    lease_stop.cancel();
     let _ = lease.await;
 }
 
