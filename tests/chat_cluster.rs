@@ -577,3 +577,50 @@ fn a_killed_nodes_members_leave_everywhere_within_five_seconds() {
         "told twice: {more:?}"
     );
 }
+
+#[test]
+fn a_killed_nodes_clients_chat_again_on_another_node() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut watcher = member(&b, "watcher");
+    // sockit's own client, given both nodes: it starts on A, and each reconnection tries the next.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
+    cmd.args(["chat", "join", &a.announced, &b.announced, "--nick", "ann"]);
+    let mut ann = Peer::process(cmd);
+    ann.expect("ann in the room", |l| l.contains("ann joined #lobby"));
+    ann.send("said before the crash");
+    watcher.expect_msg("ann", "said before the crash");
+    ann.expect_msg("ann", "said before the crash");
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    ann.send("said after the crash");
+    // Its nick is still held by the dead node's lease for a few seconds, so it may come back as a
+    // guest; what it says reaches the room through node B.
+    let line = watcher.expect("ann's line through node B", |l| {
+        is_message(l) && l.ends_with("said after the crash")
+    });
+    eprintln!(
+        "chatting again {:?} after the kill: {line}",
+        killed.elapsed()
+    );
+    ann.expect("its own line, back through node B", |l| {
+        is_message(l) && l.ends_with("said after the crash")
+    });
+    // Nothing it had seen is lost: node B's join replays it from the cluster's history.
+    let replay_at = ann
+        .seen
+        .iter()
+        .rposition(|l| l.contains("joined #lobby"))
+        .expect("a second join");
+    let before: Vec<String> = messages(&ann.seen[..replay_at]);
+    assert!(
+        before
+            .iter()
+            .filter(|m| m.ends_with("said before the crash"))
+            .count()
+            >= 2,
+        "the reconnected client was not replayed what it had seen: {:?}",
+        ann.seen
+    );
+}

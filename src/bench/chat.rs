@@ -47,7 +47,8 @@ const MAX_LINE: usize = 64 * 1024;
 /// A validated chat benchmark.
 #[derive(Debug, Clone)]
 pub struct ChatBenchConfig {
-    pub target: Endpoint,
+    /// The server, or the nodes of a cluster: client i connects to `targets[i % len]`.
+    pub targets: Vec<Endpoint>,
     /// Clients connected for the whole run.
     pub clients: usize,
     /// Rooms the clients are spread over (client i is in room i mod R). With 1 room nobody
@@ -83,7 +84,7 @@ impl ChatBenchConfig {
     /// The reference load: 1000 clients in one room, 10 senders at 10 lines/s.
     pub fn new(target: Endpoint) -> Self {
         ChatBenchConfig {
-            target,
+            targets: vec![target],
             clients: 1000,
             rooms: 1,
             senders: 10,
@@ -102,7 +103,16 @@ impl ChatBenchConfig {
         }
     }
 
+    /// The servers, as the report names them (comma separated).
+    fn target_list(&self) -> String {
+        let names: Vec<String> = self.targets.iter().map(|t| t.to_string()).collect();
+        names.join(",")
+    }
+
     fn validate(&self) -> Result<(), BenchError> {
+        if self.targets.is_empty() {
+            return Err(BenchError::Config("no server to load".into()));
+        }
         if self.clients == 0 || self.rooms == 0 || self.connect_parallel == 0 {
             return Err(BenchError::Config(
                 "clients, rooms and connections at once must be at least 1".into(),
@@ -290,7 +300,7 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
         let config = config.clone();
         connecting.spawn(async move {
             let _slot = gate.acquire().await;
-            (i, open(&config).await)
+            (i, open(&config, i).await)
         });
     }
     let mut tasks = JoinSet::new();
@@ -345,7 +355,7 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
     if members.is_empty() {
         return Err(BenchError::Config(format!(
             "no client could connect to {}: {}",
-            config.target,
+            config.target_list(),
             first_error.unwrap_or_default()
         )));
     }
@@ -389,7 +399,7 @@ pub async fn run(config: ChatBenchConfig, threads: usize) -> Result<ChatReport, 
     let expected = sent_expected.load(Ordering::Relaxed);
     let delivered = counters.delivered.load(Ordering::Relaxed);
     Ok(ChatReport {
-        target: config.target.to_string(),
+        target: config.target_list(),
         clients: config.clients,
         connected,
         rooms: config.rooms,
@@ -521,10 +531,11 @@ impl Client {
 
 /// Connects one client and, when the config asks for it, waits for the server's first line.
 /// Returns the stream and whatever was read meanwhile (the receive loop starts from it).
-async fn open(config: &ChatBenchConfig) -> Result<(Stream, Vec<u8>), String> {
+async fn open(config: &ChatBenchConfig, i: usize) -> Result<(Stream, Vec<u8>), String> {
+    let target = &config.targets[i % config.targets.len()];
     let attempt = async {
         let mut stream = net::connect(
-            &config.target,
+            target,
             &ConnectOptions {
                 timeout: None,
                 ..config.connect.clone()
@@ -549,7 +560,7 @@ async fn open(config: &ChatBenchConfig) -> Result<(Stream, Vec<u8>), String> {
             .unwrap_or_else(|_| {
                 Err(format!(
                     "{}: no {} within {after:?}",
-                    config.target,
+                    target,
                     if config.await_greeting {
                         "connection and greeting"
                     } else {

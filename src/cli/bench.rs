@@ -49,9 +49,10 @@ capacity.";
 
 #[derive(Debug, Args)]
 pub struct ChatBenchArgs {
-    /// The chat server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port
-    #[arg(value_name = "ADDR", value_parser = parse_endpoint, default_value = chat::DEFAULT_TARGET)]
-    pub target: Endpoint,
+    /// The chat server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port; several (the nodes of a
+    /// sockit chat cluster) share the clients in turn: client i connects to the i-th mod their count
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint, default_value = chat::DEFAULT_TARGET, num_args = 1..)]
+    pub targets: Vec<Endpoint>,
 
     /// Clients connected for the whole run
     #[arg(short = 'c', long, value_name = "N", default_value = "1000", value_parser = parse_count)]
@@ -202,7 +203,8 @@ fn emit<R: serde::Serialize, T: std::fmt::Display>(
 }
 
 async fn run_chat(args: ChatBenchArgs) -> Result<()> {
-    let mut config = ChatBenchConfig::new(args.target);
+    let mut config = ChatBenchConfig::new(args.targets[0].clone());
+    config.targets = args.targets;
     config.clients = args.clients;
     config.rooms = args.rooms;
     config.senders = args.senders;

@@ -223,9 +223,10 @@ pub enum ChatAction {
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// The server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port [default: 127.0.0.1:9003]
-    #[arg(value_name = "ADDR", value_parser = parse_endpoint)]
-    pub addr: Option<Endpoint>,
+    /// The server: HOST:PORT, [IPv6]:PORT, unix:PATH or a port [default: 127.0.0.1:9003]; give
+    /// several (the nodes of a chat cluster) and each reconnection tries the next
+    #[arg(value_name = "ADDR", value_parser = parse_endpoint, num_args = 0..)]
+    pub addrs: Vec<Endpoint>,
 
     /// Nick to ask for (kept across reconnects); without it the server gives a guest nick
     #[arg(short, long, value_name = "NAME", value_parser = parse_nick)]
@@ -296,11 +297,13 @@ fn parse_room(text: &str) -> Result<String, String> {
 
 /// `sockit chat join`: the terminal client on a terminal, the plain line mode otherwise.
 pub async fn join(args: JoinArgs) -> Result<()> {
+    let mut addrs = args.addrs.into_iter();
     let config = ClientConfig {
-        endpoint: match args.addr {
+        endpoint: match addrs.next() {
             Some(ep) => ep,
             None => DEFAULT_ADDR.parse()?,
         },
+        others: addrs.collect(),
         connect: args.client.options()?,
         nick: args.nick,
         room: args.room,

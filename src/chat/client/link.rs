@@ -40,7 +40,8 @@ const OUTGOING: usize = 64;
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    pub endpoint: Endpoint,
+    /// Where to connect: the first, and after each failed or dropped connection the next, in turn.
+    pub endpoints: Vec<Endpoint>,
     pub connect: ConnectOptions,
     pub identity: Identity,
 }
@@ -130,6 +131,8 @@ async fn run(
     let mut identity = config.identity.clone();
     let mut backoff = Backoff::default();
     let mut attempt = 0;
+    // Which of the endpoints the next attempt goes to.
+    let mut at = 0usize;
     loop {
         attempt += 1;
         if updates.send(Update::Connecting { attempt }).await.is_err() {
@@ -140,12 +143,13 @@ async fn run(
         let mut welcomed = false;
         let end = tokio::select! {
             _ = stop.cancelled() => return,
-            end = session(&config, &mut identity, &mut out, &updates, &mut welcomed) => end,
+            end = session(&config, at, &mut identity, &mut out, &updates, &mut welcomed) => end,
         };
         let error = match end {
             End::Bye | End::Gone => return,
             End::Failed(e) => e,
         };
+        at = (at + 1) % config.endpoints.len().max(1);
         if welcomed {
             attempt = 0;
             if started.elapsed() >= STABLE {
@@ -182,12 +186,16 @@ async fn run(
 /// One connection, from connect to its end.
 async fn session(
     config: &LinkConfig,
+    at: usize,
     identity: &mut Identity,
     out: &mut mpsc::Receiver<String>,
     updates: &mpsc::Sender<Update>,
     welcomed: &mut bool,
 ) -> End {
-    let stream = match net::connect(&config.endpoint, &config.connect).await {
+    let Some(endpoint) = config.endpoints.get(at) else {
+        return End::Gone;
+    };
+    let stream = match net::connect(endpoint, &config.connect).await {
         Ok(s) => s,
         Err(e) => return End::Failed(e.into()),
     };
@@ -204,7 +212,7 @@ async fn session(
     loop {
         tokio::select! {
             _ = &mut hello_deadline, if !*welcomed => {
-                return End::Failed(ClientError::NoHello(config.endpoint.to_string()));
+                return End::Failed(ClientError::NoHello(endpoint.to_string()));
             }
             line = lines.next() => match line {
                 None if said_bye => return End::Bye,

@@ -23,6 +23,9 @@ use crate::net::{ConnectOptions, Endpoint, NetError};
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub endpoint: Endpoint,
+    /// More servers (the other nodes of a chat cluster): when a connection fails or drops, the
+    /// next attempt goes to the next address, in turn.
+    pub others: Vec<Endpoint>,
     pub connect: ConnectOptions,
     /// The nick to ask for; the server hands out a guest nick without one (or if it is taken).
     pub nick: Option<String>,
@@ -33,7 +36,9 @@ pub struct ClientConfig {
 impl ClientConfig {
     fn link(&self) -> link::LinkConfig {
         link::LinkConfig {
-            endpoint: self.endpoint.clone(),
+            endpoints: std::iter::once(self.endpoint.clone())
+                .chain(self.others.iter().cloned())
+                .collect(),
             connect: self.connect.clone(),
             identity: protocol::Identity::new(self.nick.clone(), self.room.clone()),
         }

@@ -192,6 +192,9 @@ pub async fn run(
                         break Err(error);
                     }
                     connected = false;
+                    // Out of the room until the next connection's join: what arrives before it
+                    // (which may come before `Connected`) is not about a pending line.
+                    me = Identity::default();
                     let since = *down_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= GIVE_UP {
                         break Err(ClientError::GaveUp { target, after: since.elapsed() });
@@ -207,7 +210,10 @@ pub async fn run(
                             break Err(ClientError::NickTaken(nick.to_string()));
                         }
                     }
-                    if let Some(p) = &pending {
+                    // A pending line is (re)sent only once the room is entered, so what comes
+                    // before that on a new connection answers the hello, not the line (a nick
+                    // still held by a dead node's lease, say: the line must not count as refused).
+                    if let Some(p) = pending.as_ref().filter(|_| me.in_room) {
                         match p.outcome(&msg, &me) {
                             Some(Outcome::Delivered) => pending = None,
                             Some(Outcome::Refused) => {

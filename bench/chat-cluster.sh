@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Chat cluster benchmark: sockit chat on two nodes sharing one redis-server (AOF, appendfsync
+# always), against one sockit chat node with its default SQLite history, at the same load, side by
+# side; then the most messages per second one room takes through the cluster, against the raw
+# publish script (the same Lua, driven flat out by redis-benchmark).
+#
+#   bench/chat-cluster.sh            both phases, about 2 minutes
+#   RUNS=1 DURATION=5s bench/chat-cluster.sh
+#   FSYNC=everysec bench/chat-cluster.sh    Redis with appendfsync everysec (and the nodes relaxed)
+#
+# Phase 1, the issue's load: CLIENTS (1000) in one room, SENDERS (10) at RATE (10) lines/s, spread
+# over the two nodes (client i on node i mod 2, so senders and receivers are on both), RUNS times,
+# single node and cluster taking turns; the medians of delivery ratio and p50/p99 delivery latency.
+# Phase 2, one room flat out: 20 clients, 10 of them sending as fast as the server takes lines
+# (--rate 0), through the cluster; messages/s is lines sent in the window per second (each
+# reaches 19 others). The raw figure is redis-benchmark running the publish script (50 clients,
+# a payload of the same size) against the same Redis, one room's keys; the ratio is the cluster's
+# rate over it.
+#
+# Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools; .ci/install-deps
+# installs them). Loopback only. Everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+CLIENTS=${CLIENTS:-1000}
+SENDERS=${SENDERS:-10}
+RATE=${RATE:-10}
+FSYNC=${FSYNC:-always}
+
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+for tool in redis-server redis-benchmark redis-cli python3 ss; do
+  command -v "$tool" >/dev/null || { echo "chat-cluster.sh: $tool is missing (bash .ci/install-deps)" >&2; exit 1; }
+done
+if [ -n "${SOCKIT:-}" ]; then
+  BIN=$SOCKIT
+else
+  cargo build --release -q
+  BIN=target/release/sockit
+fi
+DURABILITY=fsync
+[ "$FSYNC" = always ] || DURABILITY=relaxed
+
+read -r P_REDIS P_A P_B P_ONE <<<"$(free_ports 4)"
+mkdir -p "$WORK/redis"
+start redis "$P_REDIS" redis-server --port "$P_REDIS" --bind 127.0.0.1 --dir "$WORK/redis" \
+  --save "" --appendonly yes --appendfsync "$FSYNC"
+URL="redis://127.0.0.1:$P_REDIS"
+
+# One node of the cluster, or the single node (SQLite history in the work folder).
+node() { # name port args...
+  local name=$1 port=$2
+  shift 2
+  start "$name" "$port" "$BIN" chat "127.0.0.1:$port" --rate 0 --quiet "$@"
+}
+stop() { # name
+  local pid_var="PID_$1"
+  kill -TERM -- "-${!pid_var}" 2>/dev/null || true
+  wait "${!pid_var}" 2>/dev/null || true
+}
+
+# One `sockit bench chat` run; prints "ratio p50_ms p99_ms sent_per_s".
+load() { # clients senders rate targets...
+  local clients=$1 senders=$2 rate=$3
+  shift 3
+  "$BIN" bench chat "$@" -c "$clients" --senders "$senders" --rate "$rate" -d "$DURATION" --json \
+    2>/dev/null | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+lat = r.get("latency") or {}
+print("%.4f %.2f %.2f %.0f" % (r["delivery_ratio"], lat.get("p50_us", 0) / 1000,
+      lat.get("p99_us", 0) / 1000, r["sent"] / r["duration_secs"]))'
+}
+
+median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+echo "phase 1: $CLIENTS clients in one room, $SENDERS senders x $RATE lines/s, $DURATION, $RUNS run(s); Redis appendfsync $FSYNC"
+printf '%-4s %-8s %10s %10s %10s\n' run setup delivered p50_ms p99_ms
+declare -A RATIO P50 P99
+for run in $(seq 1 "$RUNS"); do
+  node one "$P_ONE" --history "$WORK/one-$run.sqlite3"
+  read -r r p50 p99 _ <<<"$(load "$CLIENTS" "$SENDERS" "$RATE" "127.0.0.1:$P_ONE")"
+  stop one
+  printf '%-4s %-8s %10s %10s %10s\n' "$run" single "$r" "$p50" "$p99"
+  RATIO[single]+="$r " P50[single]+="$p50 " P99[single]+="$p99 "
+
+  redis-cli -p "$P_REDIS" FLUSHALL >/dev/null
+  node a "$P_A" --cluster "$URL" --cluster-durability "$DURABILITY"
+  node b "$P_B" --cluster "$URL" --cluster-durability "$DURABILITY"
+  read -r r p50 p99 _ <<<"$(load "$CLIENTS" "$SENDERS" "$RATE" "127.0.0.1:$P_A" "127.0.0.1:$P_B")"
+  stop a
+  stop b
+  printf '%-4s %-8s %10s %10s %10s\n' "$run" cluster "$r" "$p50" "$p99"
+  RATIO[cluster]+="$r " P50[cluster]+="$p50 " P99[cluster]+="$p99 "
+done
+echo
+echo "medians:"
+for setup in single cluster; do
+  # shellcheck disable=SC2086
+  printf '%-8s delivered %s  p50 %s ms  p99 %s ms\n' "$setup" "$(median ${RATIO[$setup]})" \
+    "$(median ${P50[$setup]})" "$(median ${P99[$setup]})"
+done
+# shellcheck disable=SC2086
+python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print("cluster p99 - single p99: %+.2f ms (target: within +1.5 ms)" % (b - a))' \
+  "$(median ${P99[single]})" "$(median ${P99[cluster]})"
+
+echo
+echo "phase 2: one room flat out (20 clients, 10 senders at --rate 0), $DURATION"
+redis-cli -p "$P_REDIS" FLUSHALL >/dev/null
+node a "$P_A" --cluster "$URL" --cluster-durability "$DURABILITY"
+node b "$P_B" --cluster "$URL" --cluster-durability "$DURABILITY"
+read -r r _ p99 sent <<<"$(load 20 10 0 "127.0.0.1:$P_A" "127.0.0.1:$P_B")"
+stop a
+stop b
+# The raw script: the one the nodes run, loaded into Redis, driven by 50 redis-benchmark clients
+# on one room's keys with a record of the size the load generator's lines make.
+SHA=$(redis-cli -p "$P_REDIS" SCRIPT LOAD "$(cat src/chat/cluster/publish.lua)")
+PAYLOAD='{"node":"0123456789abcdef","id":"0123456789abcdef-1","ts":1764800000000,"type":"message","nick":"guest1","text":"bench 1 1764800000000000000 xxxxxxxxxxxxxxxx"}'
+RAW=$(redis-benchmark -p "$P_REDIS" -c 50 -n 200000 --csv \
+  EVALSHA "$SHA" 3 'sockit:{raw}:meta' 'sockit:{raw}:log' 'sockit:{raw}:dup:__rand_int__' \
+  'sockit:{raw}:ch' "$PAYLOAD" 10000 epoch 300 | tail -1 | cut -d, -f2 | tr -d '"')
+printf 'cluster: %s messages/s (delivered %s, p99 %s ms); raw publish script: %s/s\n' "$sent" "$r" "$p99" "$RAW"
+python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print("one room through the cluster / raw script: %.2fx (target: >= 0.80x)" % (a / b))' "$sent" "$RAW"
