@@ -50,12 +50,7 @@ if [ "${1:-}" = "--single" ]; then SINGLE=1; fi
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-if [ -n "${SOCKIT:-}" ]; then
-  BIN=$SOCKIT
-else
-  cargo build --release -q
-  BIN=target/release/sockit
-fi
+BIN=$(sockit_bin)
 HZ=$(getconf CLK_TCK)
 # mktemp's folder is private; nginx's workers may run as another user.
 chmod 755 "$WORK"

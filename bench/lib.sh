@@ -56,6 +56,16 @@ cpu_ticks() {
   echo "$total"
 }
 
+# The sockit binary to measure: $SOCKIT if set, else a fresh release build of this checkout.
+sockit_bin() {
+  if [ -n "${SOCKIT:-}" ]; then
+    echo "$SOCKIT"
+  else
+    cargo build --release -q >&2
+    echo target/release/sockit
+  fi
+}
+
 start() { # name port command...
   local name=$1 port=$2
   shift 2

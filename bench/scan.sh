@@ -38,12 +38,7 @@ LISTENERS=${LISTENERS:-5}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-if [ -n "${SOCKIT:-}" ]; then
-  BIN=$SOCKIT
-else
-  cargo build --release -q
-  BIN=target/release/sockit
-fi
+BIN=$(sockit_bin)
 command -v nmap >/dev/null || { echo "bench: nmap is not installed (apt-get install nmap)" >&2; exit 1; }
 
 # A few listeners, held by one Python process for the whole run.

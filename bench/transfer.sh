@@ -53,12 +53,7 @@ for tool in socat python3 cmp; do
     exit 1
   }
 done
-if [ -n "${SOCKIT:-}" ]; then
-  BIN=$SOCKIT
-else
-  cargo build --release -q
-  BIN=target/release/sockit
-fi
+BIN=$(sockit_bin)
 BIN=$(realpath "$BIN")
 GTIME=""
 if /usr/bin/time -f %U true >/dev/null 2>&1; then GTIME=/usr/bin/time; fi

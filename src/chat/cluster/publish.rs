@@ -3,13 +3,15 @@
 //! `always`, Redis fsyncs once per pipeline it reads at once: the cluster's group commit). It
 //! delivers nothing of a room itself: that is the feed's, from what Redis publishes.
 //!
-//! A batch that fails (Redis down, a timeout) is sent again with the same event ids until it
-//! goes through, so the dedup keys store each event once; meanwhile the hub's queue fills and
+//! Several batches may be in flight at once (on one connection, so in order). A batch that fails
+//! (Redis down, a timeout) is sent again, with every batch sent after it, with the same event ids
+//! until it goes through, so the dedup keys store each event once; meanwhile the hub's queue fills and
 //! the senders wait, as they do for a slow disk.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::mpsc;
@@ -26,6 +28,11 @@ pub(super) static SCRIPT: LazyLock<redis::Script> =
 
 /// Most events in one pipeline, as the sequencer's batch.
 const MAX_BATCH: usize = 1024;
+
+/// Pipelines sent before the first is answered, so that a batch need not wait for the answer
+/// (with `appendfsync always`, the fsync) of the one before. They share one connection, so Redis
+/// runs them in the order they were sent.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Waits between retries of a failing batch: doubling from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -48,7 +55,30 @@ pub(super) async fn run(node: &Node, mut conn: ConnectionManager, mut rx: mpsc::
     let epoch = format!("{}.{}", &node.id[..8], super::super::event::now_ms());
     let mut count = 0u64;
     let mut batch: Vec<Pending> = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        let first = tokio::select! {
+            // Results in the order the batches were sent; a failed one is sent again, with
+            // everything sent after it, before anything new.
+            Some((out, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                let sent: redis::RedisResult<()> = sent;
+                if sent.is_err() {
+                    let mut again: Vec<Vec<Outgoing>> = vec![out];
+                    while let Some((out, _)) = in_flight.next().await {
+                        again.push(out);
+                    }
+                    // Those that went through are found by their dedup keys and not stored twice.
+                    for out in again {
+                        publish(node, &mut conn, &out, &epoch).await;
+                    }
+                }
+                continue;
+            }
+            p = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => match p {
+                Some(p) => p,
+                None => break,
+            },
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -98,13 +128,24 @@ pub(super) async fn run(node: &Node, mut conn: ConnectionManager, mut rx: mpsc::
             node.shared.deliver(here.into_iter());
         }
         if !out.is_empty() {
+            let pipe = pipeline(node, &out, &epoch);
+            let mut conn = conn.clone();
+            in_flight.push_back(async move {
+                let sent = pipe.query_async::<()>(&mut conn).await;
+                (out, sent)
+            });
+        }
+    }
+    // The hub is gone: what is in flight is seen through, then the publisher ends.
+    while let Some((out, sent)) = in_flight.next().await {
+        if sent.is_err() {
             publish(node, &mut conn, &out, &epoch).await;
         }
     }
 }
 
-/// Sends `out` through the script until Redis has taken all of it (or [`GIVE_UP`] has passed).
-async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], epoch: &str) {
+/// One pipeline of the publish script for each event of `out`.
+fn pipeline(node: &Node, out: &[Outgoing], epoch: &str) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     let max_rows = node.max_rows.unwrap_or(0);
     for o in out {
@@ -121,6 +162,12 @@ async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], ep
             .arg(DEDUP_SECONDS)
             .ignore();
     }
+    pipe
+}
+
+/// Sends `out` through the script until Redis has taken all of it (or [`GIVE_UP`] has passed).
+async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], epoch: &str) {
+    let pipe = pipeline(node, out, epoch);
     let started = Instant::now();
     let mut wait = RETRY_FIRST;
     loop {
