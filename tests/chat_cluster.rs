@@ -624,3 +624,72 @@ fn a_killed_nodes_clients_chat_again_on_another_node() {
         ann.seen
     );
 }
+
+#[test]
+fn a_redis_that_lost_its_data_is_told_and_the_chat_goes_on() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut watcher = member(&a, "watcher");
+    let mut talker = member(&b, "talker");
+    talker.send("before the loss");
+    watcher.expect_msg("talker", "before the loss");
+    // As a Redis restarted without its data: the rooms' numbering starts again.
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+    talker.send("after the loss");
+    watcher.expect("the reset notice", |l| {
+        l.contains("lost its data: the history of #lobby starts over")
+    });
+    watcher.expect_msg("talker", "after the loss");
+    talker.send("and on");
+    watcher.expect_msg("talker", "and on");
+}
+
+#[test]
+fn a_client_that_stops_reading_on_one_node_slows_no_one_anywhere() {
+    let redis = Redis::durable();
+    let a = node(&redis, &["--sendq", "65536"]);
+    let b = node(&redis, &[]);
+    // Joins, then never reads again; its receive buffer is small so the server's queue fills.
+    let stalled = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&a.addr().into()).unwrap();
+        std::net::TcpStream::from(s)
+    };
+    let mut on_a = member(&a, "on_a");
+    let mut on_b = member(&b, "on_b");
+    let mut talker = member(&b, "talker");
+    // 6 MB in all: more than the kernel buffers (autotuned up to 4 MiB) and --sendq together.
+    let long = "x".repeat(3000);
+    let sender = thread::spawn(move || {
+        for n in 0..2000 {
+            talker.send(&format!("{n} {long}"));
+        }
+        talker
+    });
+    let got_a = collect_messages(&mut on_a, 2000);
+    let got_b = collect_messages(&mut on_b, 2000);
+    let _talker = sender.join().unwrap();
+    for (node, got) in [("A", &got_a), ("B", &got_b)] {
+        let talked = got.iter().filter(|m| m.starts_with("talker: ")).count();
+        assert_eq!(talked, 2000, "node {node}'s member got {talked} of 2000");
+    }
+    // The stalled client was cut off by its node (its queue passed --sendq): reading now finds
+    // what was buffered for it, then the end.
+    let mut stalled = stalled;
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let ended = loop {
+        match std::io::Read::read(&mut stalled, &mut buf) {
+            Ok(0) => break "eof".to_string(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset".into(),
+            Err(e) => break format!("still open ({e})"),
+        }
+    };
+    assert!(
+        ended == "eof" || ended == "reset",
+        "the stalled client was {ended}"
+    );
+}
