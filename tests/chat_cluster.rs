@@ -693,3 +693,83 @@ fn a_client_that_stops_reading_on_one_node_slows_no_one_anywhere() {
         "the stalled client was {ended}"
     );
 }
+
+/// A TCP proxy in front of Redis (python3) that, once `trigger` exists, stops passing Redis's
+/// bytes to the subscriptions made before then (connections that sent PSUBSCRIBE), keeping them
+/// open: a subscription that goes deaf without any error, as after some failovers.
+const DEAFENING_PROXY: &str = r#"
+import os, socket, sys, threading, time
+upstream, trigger = int(sys.argv[1]), sys.argv[2]
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(64)
+print(ls.getsockname()[1], flush=True)
+def pump(src, dst, state, upward):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            if upward and b"PSUBSCRIBE" in data.upper() and not os.path.exists(trigger):
+                state["sub"] = True
+            if not upward and state.get("sub") and os.path.exists(trigger):
+                continue  # swallowed: the subscriber hears nothing
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+while True:
+    c, _ = ls.accept()
+    u = socket.create_connection(("127.0.0.1", upstream))
+    state = {}
+    threading.Thread(target=pump, args=(c, u, state, True), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c, state, False), daemon=True).start()
+"#;
+
+#[test]
+fn a_deaf_subscription_is_found_by_its_probe_and_caught_up() {
+    let redis = Redis::durable();
+    let trigger = redis.dir.path().join("deafen");
+    let mut proxy = Command::new("python3")
+        .args(["-c", DEAFENING_PROXY, &redis.port.to_string()])
+        .arg(&trigger)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let via_proxy = format!("redis://127.0.0.1:{}", port.trim());
+    let a = Chat::start(&["127.0.0.1:0", "--cluster", &via_proxy, "--rate", "0"]);
+    let b = node(&redis, &[]);
+    let mut watcher = member(&a, "watcher");
+    let mut talker = member(&b, "talker");
+    talker.send("heard");
+    watcher.expect_msg("talker", "heard");
+    std::fs::write(&trigger, b"").unwrap();
+    let deafened = Instant::now();
+    talker.send("said while node A was deaf");
+    watcher.expect_msg("talker", "said while node A was deaf");
+    eprintln!(
+        "delivered {:?} after the subscription went deaf",
+        deafened.elapsed()
+    );
+    assert!(
+        a.wait_for_log("no probe back", WAIT),
+        "node A did not find its subscription deaf: {}",
+        a.stderr()
+    );
+    // Once: the catch-up and the new subscription do not repeat it.
+    talker.send("and after");
+    watcher.expect_msg("talker", "and after");
+    let again = messages(&watcher.seen)
+        .iter()
+        .filter(|m| m.ends_with("said while node A was deaf"))
+        .count();
+    assert_eq!(again, 1);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
