@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         log_queue_arg(&args).unwrap_or(cli::log::QUEUE_LINES),
     );
     let code = run();
-    cli::log::flush(EXIT_FLUSH);
+    cli::log::flush(cli::log::EXIT_FLUSH);
     code
 }
 
@@ -46,9 +46,6 @@ fn log_queue_arg(args: &[std::ffi::OsString]) -> Option<usize> {
     }
     None
 }
-
-/// How long the exit waits for the last lines to reach stderr.
-const EXIT_FLUSH: Duration = Duration::from_millis(500);
 
 fn run() -> ExitCode {
     let argv = cli::scan::nmap_spellings(std::env::args_os().collect());

@@ -773,3 +773,33 @@ fn a_deaf_subscription_is_found_by_its_probe_and_caught_up() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+#[test]
+fn a_rooms_topic_is_the_same_on_every_node() {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let mut ann = member(&a, "ann");
+    let mut bob = member(&b, "bob");
+    ann.send("/topic release on friday");
+    bob.expect("the topic change, on node B", |l| {
+        l.contains("ann") && l.contains("release on friday")
+    });
+    bob.send("/topic");
+    bob.expect("node B's /topic", |l| {
+        l.contains("topic of #lobby: release on friday (set by ann")
+    });
+    // A room entered later on a node that never had it: the join shows the cluster's topic.
+    let c = node(&redis, &[]);
+    let mut cat = Peer::joined(c.addr());
+    cat.expect("the topic with the join", |l| {
+        l.contains("topic of #lobby: release on friday")
+    });
+    // Cleared on one node, cleared everywhere.
+    bob.send("/topic -delete");
+    ann.expect("the topic cleared, on node A", |l| {
+        l.contains("bob") && l.contains("topic")
+    });
+    ann.send("/topic");
+    ann.expect("node A's /topic", |l| l.contains("#lobby has no topic"));
+}

@@ -333,6 +333,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets (or with `None` clears) `room`'s topic; false if the room does not exist.
+    pub fn set_topic(&self, room: &str, topic: Option<Topic>) -> bool {
+        match self.lock().rooms.get_mut(room) {
+            Some(r) => {
+                r.topic = topic;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `room` exists here (it has members, or one on its way in).
     pub fn has_room(&self, room: &str) -> bool {
         self.lock().rooms.contains_key(room)
@@ -818,13 +829,7 @@ impl ChatHub {
 
     /// Sets (or with `None` clears) `room`'s topic; false if the room does not exist.
     pub fn set_topic(&self, room: &str, topic: Option<Topic>) -> bool {
-        match self.lock().rooms.get_mut(room) {
-            Some(r) => {
-                r.topic = topic;
-                true
-            }
-            None => false,
-        }
+        self.shared.set_topic(room, topic)
     }
 
     /// Sets (or with `None` clears) a client's away message.

@@ -149,8 +149,9 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     config.auth = args.auth;
     config.hosts = args.web_host;
     // Through the binary's one stderr writer, which never blocks on a pipe nobody reads.
-    config.access_log =
+    let access_log =
         (!args.no_access_log).then(|| AccessLog::to_sink(format, log::raw, log::queue_lines()));
+    config.access_log = access_log.clone();
     config.http = HttpOptions {
         header_timeout: args.header_timeout,
         max_head: args.max_header_size,
@@ -175,5 +176,10 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     };
     super::announce("http", &server.local_addr(), &what);
     server.run(shutdown).await;
+    // The last requests' lines may still wait in the access log's queue: into stderr's queue
+    // before main flushes that.
+    if let Some(log) = access_log {
+        log.flush(log::EXIT_FLUSH);
+    }
     Ok(())
 }

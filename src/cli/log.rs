@@ -143,6 +143,9 @@ pub fn error(text: &str) {
     queue(render(Level::ERROR, text).into_bytes());
 }
 
+/// How long the exit waits for the last lines to reach stderr.
+pub const EXIT_FLUSH: Duration = Duration::from_millis(500);
+
 /// Waits up to `limit` for the queued lines to be written (before the process exits). A stderr
 /// that is not being read does not hold the exit up for longer than that.
 pub fn flush(limit: Duration) {

@@ -70,10 +70,17 @@ impl Record {
     }
 }
 
+/// What the access log's thread is handed: a line, or a request to say once it has written
+/// everything handed before.
+enum Entry {
+    Line(Record),
+    Flush(SyncSender<()>),
+}
+
 /// Where access log lines go. Cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Entry>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -87,13 +94,21 @@ impl AccessLog {
     /// Writes lines in `format` to `out` on a thread of its own; at most `queue` lines wait for
     /// it, more are dropped and counted.
     pub fn to_writer(format: LogFormat, mut out: Box<dyn Write + Send>, queue: usize) -> Self {
-        let (tx, rx) = sync_channel::<Record>(queue.max(1));
+        let (tx, rx) = sync_channel::<Entry>(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let seen = dropped.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                for record in rx {
+                for entry in rx {
+                    let record = match entry {
+                        Entry::Line(record) => record,
+                        Entry::Flush(done) => {
+                            let _ = out.flush();
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
                     let lost = seen.swap(0, Ordering::Relaxed);
                     if lost > 0 {
                         let _ = writeln!(
@@ -138,9 +153,19 @@ impl AccessLog {
         Self::to_writer(format, Box::new(std::io::stderr()), DEFAULT_QUEUE)
     }
 
+    /// Waits up to `limit` for the lines queued so far to be written (before the program exits:
+    /// lines still queued then would be lost without a word). A full queue is a log that is not
+    /// being read, which waiting would not help.
+    pub fn flush(&self, limit: std::time::Duration) {
+        let (done_tx, done_rx) = sync_channel(1);
+        if self.tx.try_send(Entry::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(limit);
+        }
+    }
+
     /// Queues one line; never waits.
     pub fn record(&self, record: Record) {
-        match self.tx.try_send(record) {
+        match self.tx.try_send(Entry::Line(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

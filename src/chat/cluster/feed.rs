@@ -21,9 +21,11 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::publish::TOPIC_FIELDS;
 use super::record::{Published, Record};
 use super::{history, keys, Local, Node, LOCAL_WAIT};
-use crate::chat::hub::{Pending, Route};
+use crate::chat::event::Kind;
+use crate::chat::hub::{Pending, Route, Topic};
 
 /// A subscription that has heard nothing, not even its own probe, for this long is taken for
 /// deaf. Checked at each probe, so a deaf one is found within this plus [`PROBE_EVERY`] (2.5 s;
@@ -269,6 +271,15 @@ impl Feed {
             None => (Route::Room, None),
         };
         if matches!(route, Route::Join(_)) && !self.node.shared.room_loaded(room) {
+            // The room is new here: its topic as the cluster keeps it, shown with the join.
+            match self.topic(room).await {
+                Ok(topic) => {
+                    self.node.shared.set_topic(room, topic);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %room, "cannot read a room's topic from the chat cluster")
+                }
+            }
             let max_bytes = usize::MAX;
             match history::recent(&mut self.conn, room, seq, self.node.replay, max_bytes).await {
                 Ok(recent) => self.node.shared.preload(&name, recent),
@@ -276,6 +287,15 @@ impl Feed {
                     tracing::warn!(error = %e, %room, "cannot load room history from the chat cluster")
                 }
             }
+        }
+        // Another node's /topic: this node's copy of the room follows (its own set it already).
+        if rec.kind == Kind::Topic && rec.node != self.node.id {
+            let topic = (!rec.text.is_empty()).then(|| Topic {
+                text: Arc::from(rec.text.as_str()),
+                by: Arc::from(rec.nick.as_str()),
+                at: rec.ts,
+            });
+            self.node.shared.set_topic(room, topic);
         }
         let (event, route) = if keys::is_conversation(room) {
             // A private message: to whoever holds its two nicks here.
@@ -293,6 +313,20 @@ impl Feed {
             origin,
         }));
         self.set_position(room, epoch, seq);
+    }
+
+    /// `room`'s topic as the cluster keeps it ([`TOPIC_FIELDS`]).
+    async fn topic(&mut self, room: &str) -> redis::RedisResult<Option<Topic>> {
+        let (text, by, at): (Option<String>, Option<String>, Option<i64>) = redis::cmd("HMGET")
+            .arg(keys::meta(room))
+            .arg(&TOPIC_FIELDS[..])
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(text.map(|text| Topic {
+            text: Arc::from(text),
+            by: Arc::from(by.unwrap_or_default()),
+            at: at.unwrap_or(0),
+        }))
     }
 
     /// Records `seq` as `room`'s last delivered; rooms nobody here is in are not tracked.

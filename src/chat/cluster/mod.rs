@@ -23,8 +23,10 @@
 //! - Presence: each room's members on every node ([`presence`], for `/who`); a dead node's are
 //!   swept by another node, with leave notices, once its lease is gone.
 //!
-//! What is still each node's own (not yet the cluster's): `/rooms`, `/whois`, topics and away
-//! messages.
+//! - Topics: published like any event, and kept beside the room's numbering for the nodes that
+//!   enter the room later.
+//!
+//! What is still each node's own (not yet the cluster's): `/rooms`, `/whois` and away messages.
 //!
 //! Runs on a thread of its own with a small runtime, as the sequencer does, so the server's
 //! runtime shutting down cannot cut a publish in half.

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::keys;
 use super::record::Record;
 use super::{Local, Node, DEDUP_SECONDS};
+use crate::chat::event::Kind;
 use crate::chat::hub::{Pending, Route};
 use crate::chat::names::fold;
 
@@ -45,8 +46,9 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 /// One event ready to go: its room and id, and its record as JSON.
 struct Outgoing {
     room: Arc<str>,
-    id: String,
-    record: String,
+    record: Record,
+    /// `record` as JSON.
+    json: String,
 }
 
 /// Publishes what the hub sends until every hub handle is gone.
@@ -120,7 +122,7 @@ pub(super) async fn run(node: &Node, mut conn: ConnectionManager, mut rx: mpsc::
                 );
             }
             match serde_json::to_string(&record) {
-                Ok(record) => out.push(Outgoing { room, id, record }),
+                Ok(json) => out.push(Outgoing { room, record, json }),
                 Err(e) => tracing::error!(error = %e, "cannot encode a chat event"),
             }
         }
@@ -154,16 +156,37 @@ fn pipeline(node: &Node, out: &[Outgoing], epoch: &str) -> redis::Pipeline {
             .arg(3)
             .arg(keys::meta(&o.room))
             .arg(keys::log(&o.room))
-            .arg(keys::dup(&o.room, &o.id))
+            .arg(keys::dup(&o.room, &o.record.id))
             .arg(keys::channel(&o.room))
-            .arg(&o.record)
+            .arg(&o.json)
             .arg(max_rows)
             .arg(epoch)
             .arg(DEDUP_SECONDS)
             .ignore();
+        // A room's topic outlives the stream's trimming: kept beside its numbering, for the
+        // nodes where the room is entered later.
+        if o.record.kind == Kind::Topic {
+            let meta = keys::meta(&o.room);
+            if o.record.text.is_empty() {
+                pipe.hdel(meta, &TOPIC_FIELDS[..]).ignore();
+            } else {
+                pipe.hset_multiple(
+                    meta,
+                    &[
+                        (TOPIC_FIELDS[0], o.record.text.clone()),
+                        (TOPIC_FIELDS[1], o.record.nick.clone()),
+                        (TOPIC_FIELDS[2], o.record.ts.to_string()),
+                    ],
+                )
+                .ignore();
+            }
+        }
     }
     pipe
 }
+
+/// The fields of a room's meta hash that hold its topic: text, who set it, when (ms).
+pub(super) const TOPIC_FIELDS: [&str; 3] = ["topic", "topic_by", "topic_at"];
 
 /// Sends `out` through the script until Redis has taken all of it (or [`GIVE_UP`] has passed).
 async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], epoch: &str) {
@@ -188,7 +211,7 @@ async fn publish(node: &Node, conn: &mut ConnectionManager, out: &[Outgoing], ep
             tracing::error!(url = %node.url, events = out.len(), "gave up publishing events to the chat cluster (nobody had seen them)");
             let mut waiting = node.waiting();
             for o in out {
-                waiting.remove(&o.id);
+                waiting.remove(&o.record.id);
             }
             return;
         }
