@@ -121,6 +121,14 @@ fn node(redis: &Redis, extra: &[&str]) -> Server {
     Chat::start(&args)
 }
 
+/// A durable Redis and two nodes on it.
+fn two_nodes() -> (Redis, Server, Server) {
+    let redis = Redis::durable();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    (redis, a, b)
+}
+
 /// The texts of the messages among `lines`, as `nick: text`.
 fn messages(lines: &[String]) -> Vec<String> {
     lines
@@ -185,9 +193,7 @@ fn member(server: &Server, nick: &str) -> Peer {
 
 #[test]
 fn a_line_said_on_one_node_reaches_the_room_on_another() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let mut ann = member(&a, "ann");
     let mut bob = Peer::nc(b.addr());
     bob.wait_join("lobby");
@@ -300,9 +306,7 @@ fn history_is_the_clusters_and_outlives_every_node() {
 
 #[test]
 fn a_killed_subscription_is_caught_up_from_the_stream() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (redis, a, b) = two_nodes();
     let mut watcher = member(&a, "watcher");
     let mut talker = member(&b, "talker");
     watcher.expect("the talker's nick change", |l| {
@@ -407,9 +411,7 @@ fn a_redis_that_would_lose_seen_messages_is_refused_unless_relaxed() {
 
 #[test]
 fn a_nick_is_one_clients_across_the_cluster() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     // Guests of different nodes get different nicks (one counter for the cluster).
     let guests: Vec<Peer> = (0..3)
         .flat_map(|_| [Peer::joined(a.addr()), Peer::joined(b.addr())])
@@ -441,9 +443,7 @@ fn a_nick_is_one_clients_across_the_cluster() {
 
 #[test]
 fn two_nodes_racing_for_a_nick_get_one_winner_every_time() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let mut racers = [Peer::joined(a.addr()), Peer::joined(b.addr())];
     let started = Instant::now();
     let mut rounds = 0;
@@ -473,9 +473,7 @@ fn two_nodes_racing_for_a_nick_get_one_winner_every_time() {
 
 #[test]
 fn a_killed_nodes_nicks_are_free_within_its_lease() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let _ann = member(&a, "ann");
     let mut bob = member(&b, "bob");
     a.signal(libc::SIGKILL);
@@ -506,9 +504,7 @@ fn a_killed_nodes_nicks_are_free_within_its_lease() {
 
 #[test]
 fn a_private_message_reaches_another_node_and_is_kept_like_a_room_line() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (redis, a, b) = two_nodes();
     let mut ann = member(&a, "ann");
     let mut bob = member(&b, "bob");
     ann.send("/msg bob psst, from node A");
@@ -538,9 +534,7 @@ fn a_private_message_reaches_another_node_and_is_kept_like_a_room_line() {
 
 #[test]
 fn who_lists_the_members_on_every_node() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let mut ann = member(&a, "ann");
     let _bob = member(&b, "bob");
     let mut cat = member(&b, "cat");
@@ -553,9 +547,7 @@ fn who_lists_the_members_on_every_node() {
 
 #[test]
 fn a_killed_nodes_members_leave_everywhere_within_five_seconds() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let _ann = member(&a, "ann");
     let mut bob = member(&b, "bob");
     wait_who(&mut bob, "lobby", "ann, bob");
@@ -580,9 +572,7 @@ fn a_killed_nodes_members_leave_everywhere_within_five_seconds() {
 
 #[test]
 fn a_killed_nodes_clients_chat_again_on_another_node() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (_redis, a, b) = two_nodes();
     let mut watcher = member(&b, "watcher");
     // sockit's own client, given both nodes: it starts on A, and each reconnection tries the next.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockit"));
@@ -627,9 +617,7 @@ fn a_killed_nodes_clients_chat_again_on_another_node() {
 
 #[test]
 fn a_redis_that_lost_its_data_is_told_and_the_chat_goes_on() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (redis, a, b) = two_nodes();
     let mut watcher = member(&a, "watcher");
     let mut talker = member(&b, "talker");
     talker.send("before the loss");
@@ -776,9 +764,7 @@ fn a_deaf_subscription_is_found_by_its_probe_and_caught_up() {
 
 #[test]
 fn a_rooms_topic_is_the_same_on_every_node() {
-    let redis = Redis::durable();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let (redis, a, b) = two_nodes();
     let mut ann = member(&a, "ann");
     let mut bob = member(&b, "bob");
     ann.send("/topic release on friday");
