@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait between attempts to subscribe again.
 const RETRY_LAST: Duration = Duration::from_secs(2);
 
+/// Most messages taken off the subscription before they are handed to the hub together.
+const MAX_BATCH: usize = 1024;
+
 /// Most events one repair delivers (the newest of the missing); older ones are told as lost. A
 /// node that was away long enough to miss more has clients that see a notice, not a flood.
 const MAX_REPAIR: u64 = 10_000;
@@ -53,6 +56,8 @@ struct Feed {
     node: Arc<Node>,
     conn: ConnectionManager,
     rooms: HashMap<String, Position>,
+    /// Events gathered for the hub, delivered together ([`Feed::flush`]).
+    ready: Vec<Pending>,
 }
 
 /// Why listening stopped.
@@ -67,6 +72,7 @@ pub(super) async fn run(node: Arc<Node>, conn: ConnectionManager, stop: Cancella
         node,
         conn,
         rooms: HashMap::new(),
+        ready: Vec::new(),
     };
     let mut degraded = false;
     let mut wait = Duration::from_millis(50);
@@ -137,23 +143,27 @@ impl Feed {
             tokio::select! {
                 _ = stop.cancelled() => return Ended::Stopped,
                 msg = messages.next() => {
-                    let Some(msg) = msg else {
+                    let Some(mut msg) = msg else {
                         return Ended::Lost("the subscription closed".into());
                     };
                     // Any message shows the subscription is fed.
                     heard = Instant::now();
-                    let channel = msg.get_channel_name();
-                    if channel == probe_channel {
-                        continue;
+                    // What has already arrived is taken with it and delivered in one go (one
+                    // lock of the hub, one push per member for a room's run of events).
+                    for _ in 0..MAX_BATCH {
+                        if let Err(e) = self.take(&msg, &probe_channel).await {
+                            return Ended::Lost(format!("cannot read missed messages: {e}"));
+                        }
+                        match messages.next().now_or_never() {
+                            Some(Some(next)) => msg = next,
+                            Some(None) => {
+                                self.flush();
+                                return Ended::Lost("the subscription closed".into());
+                            }
+                            None => break,
+                        }
                     }
-                    let Some(room) = keys::room_of_channel(channel) else { continue };
-                    let Some(p) = Published::parse(msg.get_payload_bytes()) else {
-                        tracing::warn!(%channel, "unreadable message on the chat cluster's channel");
-                        continue;
-                    };
-                    if let Err(e) = self.arrived(room, p).await {
-                        return Ended::Lost(format!("cannot read missed messages: {e}"));
-                    }
+                    self.flush();
                 }
                 _ = tick.tick() => {
                     if heard.elapsed() > DEAF_AFTER {
@@ -168,6 +178,29 @@ impl Feed {
                     self.forget_stale();
                 }
             }
+        }
+    }
+
+    /// One message off the subscription: a room's event, or this node's probe.
+    async fn take(&mut self, msg: &redis::Msg, probe_channel: &str) -> redis::RedisResult<()> {
+        let channel = msg.get_channel_name();
+        if channel == probe_channel {
+            return Ok(());
+        }
+        let Some(room) = keys::room_of_channel(channel) else {
+            return Ok(());
+        };
+        let Some(p) = Published::parse(msg.get_payload_bytes()) else {
+            tracing::warn!(%channel, "unreadable message on the chat cluster's channel");
+            return Ok(());
+        };
+        self.arrived(room, p).await
+    }
+
+    /// Hands what has been gathered to the hub, in order.
+    fn flush(&mut self) {
+        if !self.ready.is_empty() {
+            self.node.shared.deliver(self.ready.drain(..));
         }
     }
 
@@ -188,6 +221,7 @@ impl Feed {
             _ => p.seq,
         };
         if from < p.seq {
+            self.flush();
             self.repair(room, &p.epoch, from, p.seq - 1).await?;
         }
         self.deliver(room, &p.epoch, p.seq, p.record).await;
@@ -222,6 +256,7 @@ impl Feed {
                 self.repair(&room, &epoch, from, top).await?;
             }
         }
+        self.flush();
         Ok(())
     }
 
@@ -251,6 +286,7 @@ impl Feed {
             self.tell(room, &lost_notice(room, to + 1 - expected));
             self.set_position(room, epoch, to);
         }
+        self.flush();
         Ok(())
     }
 
@@ -271,6 +307,8 @@ impl Feed {
             None => (Route::Room, None),
         };
         if matches!(route, Route::Join(_)) && !self.node.shared.room_loaded(room) {
+            // What was gathered goes first: the replay read now must come after it.
+            self.flush();
             // The room is new here: its topic as the cluster keeps it, shown with the join.
             match self.topic(room).await {
                 Ok(topic) => {
@@ -307,11 +345,22 @@ impl Feed {
         } else {
             (rec.event(Some(&name), seq), route)
         };
-        self.node.shared.deliver(std::iter::once(Pending {
+        self.ready.push(Pending {
             event,
             route,
             origin,
-        }));
+        });
+        // A join makes a member at its place in the order, which the next events' positions
+        // (and a later join's replay) count on: delivered at once.
+        if matches!(
+            self.ready.last(),
+            Some(Pending {
+                route: Route::Join(_),
+                ..
+            })
+        ) {
+            self.flush();
+        }
         self.set_position(room, epoch, seq);
     }
 
@@ -355,16 +404,16 @@ impl Feed {
     }
 
     /// A server notice to the members of `room` here.
-    fn tell(&self, room: &str, text: &str) {
-        let notice = Pending::notice(Arc::from(room), text);
-        self.node.shared.deliver(std::iter::once(notice));
+    fn tell(&mut self, room: &str, text: &str) {
+        self.ready.push(Pending::notice(Arc::from(room), text));
     }
 
     /// The same notice to every room with members here.
-    fn tell_all(&self, text: &str) {
+    fn tell_all(&mut self, text: &str) {
         for room in self.node.shared.room_names() {
             self.tell(&room, text);
         }
+        self.flush();
     }
 
     /// Gives up local events that never came back (their sessions stop waiting for them).
