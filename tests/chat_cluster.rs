@@ -789,3 +789,28 @@ fn a_rooms_topic_is_the_same_on_every_node() {
     ann.send("/topic");
     ann.expect("node A's /topic", |l| l.contains("#lobby has no topic"));
 }
+
+#[test]
+fn a_redis_back_with_older_data_is_told_and_new_lines_are_not_taken_for_old() {
+    // No AOF: a restart loads the last snapshot, older than what the nodes delivered.
+    let mut redis = Redis::start(&["--appendonly", "no"]);
+    let relaxed = ["--cluster-durability", "relaxed"];
+    let a = node(&redis, &relaxed);
+    let b = node(&redis, &relaxed);
+    let mut watcher = member(&a, "watcher");
+    let mut talker = member(&b, "talker");
+    talker.send("kept");
+    watcher.expect_msg("talker", "kept");
+    assert_eq!(redis.cli(&["SAVE"]).trim(), "OK");
+    for n in 0..5 {
+        talker.send(&format!("lost {n}"));
+    }
+    watcher.expect_msg("talker", "lost 4");
+    redis.crash_and_restart();
+    watcher.expect_within(Duration::from_secs(15), "the rollback notice", |l| {
+        l.contains("came back with older data")
+    });
+    // The numbers after the snapshot are given again, to new lines: delivered, not dropped.
+    talker.send("after the restart");
+    watcher.expect_msg("talker", "after the restart");
+}

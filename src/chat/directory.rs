@@ -32,6 +32,13 @@ impl Directory {
         }
     }
 
+    /// Lets go of `client`'s claim of `folded`, waiting until it is gone.
+    pub async fn release_now(&self, folded: &str, client: ClientId) {
+        if let Directory::Cluster(c) = self {
+            c.claims.release_now(folded, client).await;
+        }
+    }
+
     /// Whether a live client anywhere in the chat holds `folded` (on one node the hub's map
     /// answers, so this says no).
     pub async fn is_held(&self, folded: &str) -> bool {

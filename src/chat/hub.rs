@@ -639,7 +639,7 @@ impl ChatHub {
             Ok((old, room)) => {
                 let old_key = fold(&old);
                 if old_key != key {
-                    self.directory.release(&old_key, id);
+                    self.directory.release_now(&old_key, id).await;
                 }
                 if let Some(room) = &room {
                     self.directory.moved(|| Change::Enter {
@@ -651,7 +651,7 @@ impl ChatHub {
                 Ok((old, room))
             }
             Err(e) => {
-                self.directory.release(&key, id);
+                self.directory.release_now(&key, id).await;
                 Err(e)
             }
         }

@@ -107,6 +107,11 @@ pub(super) async fn run(node: Arc<Node>, conn: ConnectionManager, stop: Cancella
         if let Err(e) = feed.catch_up().await {
             tracing::warn!(error = %e, "chat cluster: cannot catch up; retrying");
             degraded = true;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RETRY_LAST);
             continue;
         }
         if degraded {
@@ -214,9 +219,10 @@ impl Feed {
                 }
                 pos.last + 1
             }
-            Some(_) if tracked => {
+            Some(pos) if tracked => {
+                let last = pos.last;
                 self.tell(room, &reset_notice(room));
-                1
+                self.after_reset(room, last).await?
             }
             _ => p.seq,
         };
@@ -246,11 +252,18 @@ impl Feed {
                 // Nothing numbered since Redis lost its data: the next message's epoch tells.
                 continue;
             };
-            let from = if epoch == pos.epoch {
-                pos.last + 1
-            } else {
+            let from = if epoch != pos.epoch {
                 self.tell(&room, &reset_notice(&room));
-                1
+                self.after_reset(&room, pos.last).await?
+            } else if top < pos.last {
+                // Same epoch, lower numbers: Redis came back with older data (a restore, or the
+                // last second lost under `relaxed`). The numbers above `top` will be given to
+                // new events, which must not be taken for duplicates.
+                self.tell(&room, &rollback_notice(&room, pos.last - top));
+                self.set_position(&room, &epoch, top);
+                continue;
+            } else {
+                pos.last + 1
             };
             if from <= top {
                 self.repair(&room, &epoch, from, top).await?;
@@ -364,6 +377,19 @@ impl Feed {
         self.set_position(room, epoch, seq);
     }
 
+    /// Where delivery resumes in `room` after its epoch changed, `last` having been delivered:
+    /// after `last` if the new epoch starts above it (Redis kept the stream and numbering went on;
+    /// what lies between is old events this node missed), else at the new epoch's first number
+    /// (Redis lost everything: the room starts over).
+    async fn after_reset(&mut self, room: &str, last: u64) -> redis::RedisResult<u64> {
+        let base: Option<u64> = redis::cmd("HGET")
+            .arg(keys::meta(room))
+            .arg("base")
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(last.min(base.unwrap_or(0)) + 1)
+    }
+
     /// `room`'s topic as the cluster keeps it ([`TOPIC_FIELDS`]).
     async fn topic(&mut self, room: &str) -> redis::RedisResult<Option<Topic>> {
         let (text, by, at): (Option<String>, Option<String>, Option<i64>) = redis::cmd("HMGET")
@@ -428,6 +454,10 @@ impl Feed {
             );
         }
     }
+}
+
+fn rollback_notice(room: &str, n: u64) -> String {
+    format!("the cluster's Redis came back with older data: up to {n} of #{room}'s latest events are gone from its history")
 }
 
 fn reset_notice(room: &str) -> String {

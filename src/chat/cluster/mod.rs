@@ -137,8 +137,9 @@ struct Local {
 }
 
 /// Local events not back from Redis yet longer than this are given up (their sessions stop
-/// waiting); by then the subscription has been found deaf and caught up several times over.
-const LOCAL_WAIT: Duration = Duration::from_secs(30);
+/// waiting): longer than the publisher retries a batch (its `GIVE_UP`, 60 s), and by then the
+/// subscription has been found deaf and caught up many times over.
+const LOCAL_WAIT: Duration = Duration::from_secs(90);
 
 /// What the publisher and the feed share: this node and its events on their way round.
 struct Node {

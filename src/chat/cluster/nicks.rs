@@ -119,16 +119,23 @@ impl NickClaims {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let this = self.clone();
+        let folded = folded.to_string();
+        runtime.spawn(async move { this.release_now(&folded, client).await });
+    }
+
+    /// Lets go of `client`'s claim of `folded`, and waits until Redis has: a rename must not
+    /// leave a release behind that could reach Redis after the client claims the nick again.
+    pub async fn release_now(&self, folded: &str, client: ClientId) {
         let mut conn = self.conn.clone();
-        let key = nick_key(folded);
-        let owner = self.owner(client);
-        runtime.spawn(async move {
-            let done: redis::RedisResult<i64> =
-                RELEASE.key(key).arg(owner).invoke_async(&mut conn).await;
-            if let Err(e) = done {
-                tracing::debug!(error = %e, "cannot release a nick in the chat cluster");
-            }
-        });
+        let done: redis::RedisResult<i64> = RELEASE
+            .key(nick_key(folded))
+            .arg(self.owner(client))
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "cannot release a nick in the chat cluster");
+        }
     }
 
     /// Whether a live client holds `folded` (an unreachable cluster says no).

@@ -20,7 +20,8 @@ if not epoch then
   if #last > 0 then
     seq = tonumber(string.match(last[1][1], '^(%d+)'))
   end
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
+  -- base: the number the epoch starts above, so a node can tell what is new in it.
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq, 'base', seq)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 if tonumber(ARGV[3]) > 0 then
