@@ -18,13 +18,13 @@
 # script (50 clients, a record of the same size) against the same Redis, one room's keys; the
 # ratio is the room's rate over it.
 #
-# Measured on the project's 2-core machine (2026-12-04 19:45, RUNS=3 DURATION=10s, Redis 7.0.15,
+# Measured on the project's 2-core machine (2026-12-04 19:59, RUNS=3 DURATION=10s, Redis 7.0.15,
 # appendfsync always; two nodes, the load generator and Redis share the two cores):
-#   phase 1  single node: 100 % delivered, p50 3.9 ms, p99 11.9 ms (medians of 3)
-#            cluster:     100 % delivered, p50 5.8 ms, p99 15.9 ms: +4.0 ms (target +1.5 ms: a miss;
-#            per run +2.9, +4.0, +3.6 ms)
-#   phase 2  one room through the cluster: 25,000 messages/s held (p99 36 ms; 30,000/s: p99 243 ms)
-#            against the raw script's 80,000/s: 0.31x (target 0.80x: a miss). Before the feed
+#   phase 1  single node: 100 % delivered, p50 5.2 ms, p99 10.9 ms (medians of 3)
+#            cluster:     100 % delivered, p50 5.5 ms, p99 11.2 ms: +0.2 ms (target +1.5 ms), but
+#            per run +9.4, -0.7, +2.4 ms, and +4.0 ms (medians) in the run before: not reliably met
+#   phase 2  one room through the cluster: 30,000 messages/s held (p99 84 ms; 35,000/s: p99 1.5 s)
+#            against the raw script's 75,000/s: 0.40x (target 0.80x: a miss). Before the feed
 #            delivered what had arrived in one go: 10,000/s (0.13x).
 # Where the time goes: each message crosses both nodes' feeds (each node gets every room's
 # messages: one pattern subscription), is encoded and decoded as JSON twice, and waits for
