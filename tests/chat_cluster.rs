@@ -814,3 +814,26 @@ fn a_redis_back_with_older_data_is_told_and_new_lines_are_not_taken_for_old() {
     talker.send("after the restart");
     watcher.expect_msg("talker", "after the restart");
 }
+
+#[test]
+fn a_node_swept_while_paused_writes_its_members_again() {
+    let (_redis, a, b) = two_nodes();
+    let _ann = member(&a, "ann");
+    let mut bob = member(&b, "bob");
+    wait_who(&mut bob, "lobby", "ann, bob");
+    // Paused past its lease: node B takes it for dead and sweeps its members.
+    a.signal(libc::SIGSTOP);
+    bob.expect_within(Duration::from_secs(8), "ann swept", |l| {
+        l.contains("ann left #lobby")
+    });
+    a.signal(libc::SIGCONT);
+    // Back, node A finds itself swept and writes its members again.
+    assert!(
+        a.wait_for_log("its members are written again", WAIT),
+        "node A did not notice it was swept: {}",
+        a.stderr()
+    );
+    wait_who(&mut bob, "lobby", "ann, bob");
+    bob.send("/nick ann");
+    bob.expect("ann's nick, held again", |l| l.contains("is taken"));
+}

@@ -349,6 +349,15 @@ impl Shared {
         self.lock().rooms.contains_key(room)
     }
 
+    /// Every client here that is in a room: its room, id and nick.
+    pub fn local_members(&self) -> Vec<(Arc<str>, ClientId, Arc<str>)> {
+        let st = self.lock();
+        st.clients
+            .iter()
+            .filter_map(|(id, m)| Some((m.room.clone()?, *id, m.nick.clone())))
+            .collect()
+    }
+
     /// The names of the rooms that exist here.
     pub fn room_names(&self) -> Vec<Arc<str>> {
         self.lock().rooms.keys().cloned().collect()

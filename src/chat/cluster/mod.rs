@@ -151,6 +151,9 @@ struct Node {
     replay: usize,
     max_rows: Option<u64>,
     waiting: Mutex<HashMap<String, Local>>,
+    /// Whether this node has written members to the cluster's presence (so being missing from
+    /// it means it was swept).
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -200,6 +203,7 @@ pub async fn start(
         replay,
         max_rows: cfg.max_rows,
         waiting: Mutex::new(HashMap::new()),
+        listed: std::sync::atomic::AtomicBool::new(false),
     });
     let (ready_tx, ready) = oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -160,6 +160,22 @@ impl NickClaims {
     }
 }
 
+/// Claims `folded` for `client` of `node` again (after this node was swept: see
+/// [`super::presence::reassert`]); false if someone else holds it now.
+pub(super) async fn reclaim(
+    conn: &mut ConnectionManager,
+    node: &str,
+    client: ClientId,
+    folded: &str,
+) -> redis::RedisResult<bool> {
+    let granted: i64 = CLAIM
+        .key(nick_key(folded))
+        .arg(format!("{node}:{client}"))
+        .invoke_async(conn)
+        .await?;
+    Ok(granted == 1)
+}
+
 /// Keeps `node`'s lease alive until `stop`; then ends it, so its nicks are free at once.
 pub(super) async fn hold_lease(
     mut conn: ConnectionManager,

@@ -40,7 +40,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// The set of every node that has written members.
 const NODES: &str = "sockit:nodes";
 
-fn members(room: &str) -> String {
+fn members_key(room: &str) -> String {
     format!("sockit:{{{room}}}:members")
 }
 
@@ -66,15 +66,24 @@ pub(super) async fn write(
                     .ignore()
                     .sadd(node_rooms(&node.id), &**room)
                     .ignore()
-                    .hset(members(room), field(&node.id, *client), &**nick)
+                    .hset(members_key(room), field(&node.id, *client), &**nick)
                     .ignore();
             }
             Change::Leave { room, client } => {
-                pipe.hdel(members(room), field(&node.id, *client)).ignore();
+                pipe.hdel(members_key(room), field(&node.id, *client))
+                    .ignore();
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            tracing::warn!(error = %e, ?change, "cannot record presence in the chat cluster");
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                if matches!(change, Change::Enter { .. }) {
+                    node.listed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?change, "cannot record presence in the chat cluster")
+            }
         }
     }
 }
@@ -82,7 +91,7 @@ pub(super) async fn write(
 /// The nicks in `room` on every node, sorted as `/who` shows them.
 pub async fn who(conn: &mut ConnectionManager, room: &str) -> redis::RedisResult<Vec<String>> {
     let mut nicks: Vec<String> = redis::cmd("HVALS")
-        .arg(members(room))
+        .arg(members_key(room))
         .query_async(conn)
         .await?;
     nicks.sort_by_key(|n| crate::chat::names::fold(n));
@@ -91,7 +100,11 @@ pub async fn who(conn: &mut ConnectionManager, room: &str) -> redis::RedisResult
 }
 
 /// Looks for nodes whose lease is gone, and sweeps each (see the module's comment) until
-/// `stop`. Leave notices go to the hub's queue, to be published like any other.
+/// `stop`. Leave notices go to the hub's queue, to be published like any other. Also checks that
+/// this node is still listed: one that is not but has written members was swept (its lease
+/// lapsed: Redis stalled, or the process was paused) or Redis lost its data, and writes its
+/// members and nick claims again, so `/who` and nicks are right once more (the leave notices
+/// already told stay told).
 pub(super) async fn sweep(
     node: Arc<Node>,
     mut conn: ConnectionManager,
@@ -105,6 +118,9 @@ pub(super) async fn sweep(
             _ = tick.tick() => {
                 if let Err(e) = sweep_once(&node, &mut conn, &hub).await {
                     tracing::debug!(error = %e, "cannot look for dead chat nodes");
+                }
+                if let Err(e) = reassert_once(&node, &mut conn).await {
+                    tracing::debug!(error = %e, "cannot check this node's presence in the chat cluster");
                 }
             }
         }
@@ -175,12 +191,12 @@ async fn remove_node(
     let mut left = Vec::new();
     for room in rooms {
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(members(&room))
+            .arg(members_key(&room))
             .query_async(conn)
             .await?;
         for (f, nick) in all.into_iter().filter(|(f, _)| f.starts_with(&prefix)) {
             let removed: i64 = redis::cmd("HDEL")
-                .arg(members(&room))
+                .arg(members_key(&room))
                 .arg(&f)
                 .query_async(conn)
                 .await?;
@@ -197,6 +213,48 @@ async fn remove_node(
         .query_async(conn)
         .await?;
     Ok(left)
+}
+
+/// Writes this node's members again if it has written members before (`Node::listed`) and is
+/// no longer listed.
+async fn reassert_once(node: &Node, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    if !node.listed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let listed: bool = redis::cmd("SISMEMBER")
+        .arg(NODES)
+        .arg(&node.id)
+        .query_async(conn)
+        .await?;
+    if listed {
+        return Ok(());
+    }
+    let members = node.shared.local_members();
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    pipe.sadd(NODES, &node.id).ignore();
+    for (room, client, nick) in &members {
+        pipe.sadd(node_rooms(&node.id), &**room)
+            .ignore()
+            .hset(members_key(room), field(&node.id, *client), &**nick)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    let mut lost = 0;
+    for (_, client, nick) in &members {
+        let folded = crate::chat::names::fold(nick);
+        if !super::nicks::reclaim(conn, &node.id, *client, &folded).await? {
+            lost += 1;
+        }
+    }
+    tracing::warn!(
+        members = members.len(),
+        nicks_taken_meanwhile = lost,
+        "chat cluster: this node had been swept; its members are written again"
+    );
+    Ok(())
 }
 
 /// At a clean stop: this node's members are gone (their sessions said so), and so is the node.
