@@ -2,10 +2,10 @@
 //! takes the sequencer's place ([`super::sequencer`]): the hub hands it the events to order, and
 //! it hands ordered events to the hub's fan-out ([`Shared::deliver`]), whichever node wrote them.
 //!
-//! - Order: one Lua script per event ([`publish`]) numbers it in its room (a dense per-room
+//! - Order: one Lua script per event (`publish.rs`) numbers it in its room (a dense per-room
 //!   counter), appends it to the room's stream under that number and publishes it on the room's
 //!   channel, atomically, with a dedup key so a retried publish is stored once.
-//! - Delivery: every node delivers only what comes back from Redis ([`feed`]), its own senders'
+//! - Delivery: every node delivers only what comes back from Redis (`feed.rs`), its own senders'
 //!   lines included, in each room's order, so a line is in history before anyone sees it. Gaps are
 //!   found by counting (the next number of a room must be the last one plus one) and filled from
 //!   the stream; what the stream no longer holds is told to the room, never skipped silently. A

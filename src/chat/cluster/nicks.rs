@@ -96,14 +96,9 @@ impl NickClaims {
     /// Claims `folded` (a case-folded nick) for `client`.
     pub async fn claim(&self, folded: &str, nick: &str, client: ClientId) -> Result<(), NickError> {
         let mut conn = self.conn.clone();
-        let granted: redis::RedisResult<i64> = CLAIM
-            .key(nick_key(folded))
-            .arg(self.owner(client))
-            .invoke_async(&mut conn)
-            .await;
-        match granted {
-            Ok(1) => Ok(()),
-            Ok(_) => Err(NickError::Taken(nick.to_string())),
+        match reclaim(&mut conn, &self.node, client, folded).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NickError::Taken(nick.to_string())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim a nick in the chat cluster");
                 Err(NickError::Invalid(
@@ -160,8 +155,8 @@ impl NickClaims {
     }
 }
 
-/// Claims `folded` for `client` of `node` again (after this node was swept: see
-/// [`super::presence::reassert`]); false if someone else holds it now.
+/// Claims `folded` for `client` of `node` (the sessions' claims, and a swept node's claims made
+/// again); false if someone else holds it.
 pub(super) async fn reclaim(
     conn: &mut ConnectionManager,
     node: &str,
